@@ -1,0 +1,64 @@
+"""Settings read from the environment (``OLLATUNE_*``) with sensible offline defaults."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
+
+
+def normalize_host(host: str) -> str:
+    """Turn an ``OLLAMA_HOST`` value (``0.0.0.0``, ``:11434``, ``host:port``, URL) into a base URL."""
+    host = host.strip() or DEFAULT_OLLAMA_HOST
+    if "://" not in host:
+        host = "http://" + host
+    scheme, rest = host.split("://", 1)
+    rest = rest.rstrip("/")
+    if rest.startswith(":"):
+        rest = "127.0.0.1" + rest
+    if ":" not in rest.rsplit("]", 1)[-1]:
+        rest += ":11434"
+    if rest.startswith("0.0.0.0"):
+        rest = "127.0.0.1" + rest[len("0.0.0.0"):]
+    return f"{scheme}://{rest}"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OLLATUNE_", extra="ignore")
+
+    home: Path = Field(default_factory=lambda: Path.home() / ".ollatune")
+    # The Ollama host is read from the variable Ollama itself uses.
+    ollama_host: str = Field(default_factory=lambda: normalize_host(os.environ.get("OLLAMA_HOST", "")))
+    # Set to "never" to refuse to start the embedded runtime when no daemon answers.
+    embedded_runtime: str = "auto"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.home / "runs"
+
+    @property
+    def models_dir(self) -> Path:
+        """Base models converted to a local HF folder, keyed by source hash."""
+        return self.home / "models"
+
+    @property
+    def ollama_dir(self) -> Path:
+        """Blobs and manifests of the embedded Ollama-compatible runtime."""
+        return self.home / "ollama"
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "ollatune.db"
+
+    def ensure(self) -> "Settings":
+        for d in (self.home, self.runs_dir, self.models_dir, self.ollama_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        return self
+
+
+def get_settings() -> Settings:
+    return Settings().ensure()
