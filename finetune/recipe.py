@@ -1,0 +1,149 @@
+"""Typed recipes: YAML files with dotted command-line overrides (``train.max_steps=10``)."""
+
+from __future__ import annotations
+
+import importlib.resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+RECIPES_DIR = Path(__file__).with_name("recipes")
+
+
+class RecipeError(ValueError):
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSection(_Section):
+    base: str = Field("smollm2-135m-instruct", description="Alias, Hugging Face id, local HF folder or .gguf file.")
+    system: str | None = Field(None, description="System prompt used in training, the Modelfile and evaluation.")
+
+
+class DataSection(_Section):
+    path: str = Field("builtin:ko_instructions", description="Rows file (.jsonl/.json/.csv) or builtin:<name>.")
+    format: Literal["alpaca"] = "alpaca"
+    eval_rows: int = Field(24, ge=0, description="Rows held out (from the end, after a seeded shuffle) for evaluation.")
+    seed: int = 0
+    max_seq_len: int = Field(512, ge=32)
+
+
+class LoraSection(_Section):
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+
+
+class TrainSection(_Section):
+    backend: Literal["auto", "hf"] = Field("auto", description="auto picks hf (transformers + PEFT) here.")
+    max_steps: int = Field(60, ge=1)
+    batch_size: int = Field(8, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    lr_scheduler: str = "cosine"
+    warmup_steps: int = Field(3, ge=0)
+    weight_decay: float = 0.0
+    logging_steps: int = Field(1, ge=1)
+    seed: int = 42
+    lora: LoraSection = Field(default_factory=LoraSection)
+
+
+class ExportSection(_Section):
+    quant: Literal["q4_k_m", "q5_k_m", "q8_0", "f16"] = "q4_k_m"
+    verify_tokens: int = Field(8, ge=0, description="Greedy tokens compared between the HF model and the f16 GGUF.")
+
+
+class ServeSection(_Section):
+    name: str = Field("ollatune/demo-ko", description="Ollama name of the tuned model.")
+    vanilla_name: str = Field("ollatune/smollm2-135m-vanilla", description="Ollama name of the base model.")
+    parameters: dict[str, Any] = Field(
+        default_factory=lambda: {"temperature": 0.0, "top_k": 40, "top_p": 0.9, "repeat_penalty": 1.1,
+                                 "num_ctx": 2048, "num_predict": 256}
+    )
+
+
+class EvalSection(_Section):
+    suite: str = "ko-instructions"
+    limit: int | None = Field(None, ge=1)
+    num_predict: int = Field(96, ge=1)
+    seed: int = 42
+
+
+class Recipe(_Section):
+    name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    description: str = ""
+    model: ModelSection = Field(default_factory=ModelSection)
+    data: DataSection = Field(default_factory=DataSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+    export: ExportSection = Field(default_factory=ExportSection)
+    serve: ServeSection = Field(default_factory=ServeSection)
+    eval: EvalSection = Field(default_factory=EvalSection)
+
+
+def shipped_recipes() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(RECIPES_DIR.glob("*.yaml"))}
+
+
+def resolve_recipe_path(ref: str) -> Path:
+    p = Path(ref)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.exists():
+            raise RecipeError(f"recipe file {p} does not exist", "pass a path to a YAML recipe or a shipped name; "
+                              f"shipped: {', '.join(shipped_recipes())}")
+        return p
+    recipes = shipped_recipes()
+    if ref in recipes:
+        return recipes[ref]
+    raise RecipeError(f"no recipe named {ref!r}", f"shipped recipes: {', '.join(recipes)}; or pass a YAML path")
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides; values are parsed as YAML scalars/lists."""
+    for item in overrides:
+        if "=" not in item:
+            raise RecipeError(f"override {item!r} is not KEY=VALUE", "example: train.max_steps=10")
+        key, raw = item.split("=", 1)
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise RecipeError(f"override {key!r}: {part!r} is not a section")
+        node[parts[-1]] = yaml.safe_load(raw) if raw != "" else ""
+    return data
+
+
+def load_recipe(ref: str | Path, overrides: list[str] | None = None) -> Recipe:
+    path = resolve_recipe_path(str(ref))
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise RecipeError(f"{path}: invalid YAML: {e}", "fix the YAML syntax") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe must be a mapping of sections")
+    data = apply_overrides(data, overrides or [])
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise RecipeError(f"{path}: field {where}: {first['msg']}",
+                          f"{len(e.errors())} problem(s); see the recipe reference in README.md") from None
+
+
+def builtin_data_path(name: str) -> Path:
+    path = Path(str(importlib.resources.files("finetune") / "data" / f"{name}.jsonl"))
+    if not path.exists():
+        shipped = sorted(p.stem for p in path.parent.glob("*.jsonl"))
+        raise RecipeError(f"no built-in dataset {name!r}", f"built-in datasets: {', '.join(shipped)}")
+    return path

@@ -1,0 +1,375 @@
+"""Chat template families as data, and detection of a model's family from its own (Jinja) chat template.
+
+Each :class:`ChatFamily` holds the Go TEMPLATE Ollama should use (written for ``.Messages`` and ending with
+the generation prompt of the assistant turn), every end-of-turn string as ``stop``, and a reference Jinja
+chat template in the style of Hugging Face's (useful to train with, and for tests).
+
+:func:`detect_template` renders probe conversations with the model's Jinja template and picks the family
+whose Go rendering (as Ollama would execute it) matches exactly. If the Jinja template injects a default
+system prompt when the conversation has none, that text becomes ``TemplateSpec.system``: Ollama prepends the
+Modelfile SYSTEM as a system message in that case, so both prompts are then identical.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from serve.errors import ServeError, TemplateDetectionError
+
+RenderJinja = Callable[[list[dict], bool], str]
+
+__all__ = [
+    "ChatFamily",
+    "TemplateSpec",
+    "FAMILIES",
+    "RenderJinja",
+    "template_for_family",
+    "detect_template",
+    "jinja_renderer",
+    "GGUFChatInfo",
+    "read_gguf_chat_info",
+    "spec_from_gguf",
+]
+
+
+@dataclass(frozen=True)
+class ChatFamily:
+    name: str
+    go_template: str
+    stop: list[str]
+    jinja_template: str = ""
+    description: str = ""
+
+
+@dataclass
+class TemplateSpec:
+    family: str
+    go_template: str
+    stop: list[str]
+    system: str | None = None
+
+
+# --- chatml (SmolLM2, Qwen, many fine-tunes) -------------------------------------------------------------
+_CHATML_GO = (
+    "{{- range .Messages }}<|im_start|>{{ .Role }}\n"
+    "{{ .Content }}<|im_end|>\n"
+    "{{ end }}<|im_start|>assistant\n"
+)
+_CHATML_JINJA = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+# --- llama3 (Meta Llama 3 / 3.2 without tools) -------------------------------------------------------------
+_LLAMA3_GO = (
+    "{{- range .Messages }}<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n"
+    "{{ .Content }}<|eot_id|>\n"
+    "{{- end }}<|start_header_id|>assistant<|end_header_id|>\n\n"
+)
+_LLAMA3_JINJA = (
+    "{% set loop_messages = messages %}{% for message in loop_messages %}"
+    "{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'+ message['content'] | trim + '<|eot_id|>' %}"
+    "{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"
+)
+
+# --- gemma (Gemma 2/3: no system role; a system prompt is put in front of the first user turn) -------------
+_GEMMA_GO = (
+    "{{- $first := true }}\n"
+    "{{- range .Messages }}\n"
+    "{{- if ne .Role \"system\" }}<start_of_turn>{{ if eq .Role \"assistant\" }}model{{ else }}{{ .Role }}{{ end }}\n"
+    "{{ if $first }}{{ if $.System }}{{ $.System }}\n\n"
+    "{{ end }}{{ $first = false }}{{ end }}{{ .Content }}<end_of_turn>\n"
+    "{{ end }}\n"
+    "{{- end }}<start_of_turn>model\n"
+)
+_GEMMA_JINJA = (
+    "{{ bos_token }}"
+    "{%- if messages[0]['role'] == 'system' -%}{%- set first_user_prefix = messages[0]['content'] + '\\n\\n' -%}"
+    "{%- set loop_messages = messages[1:] -%}"
+    "{%- else -%}{%- set first_user_prefix = '' -%}{%- set loop_messages = messages -%}{%- endif -%}"
+    "{%- for message in loop_messages -%}"
+    "{%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{%- endif -%}"
+    "{%- if (message['role'] == 'assistant') -%}{%- set role = 'model' -%}{%- else -%}{%- set role = message['role'] -%}{%- endif -%}"
+    "{{ '<start_of_turn>' + role + '\\n' + (first_user_prefix if loop.first else '') }}"
+    "{{ message['content'] | trim }}{{ '<end_of_turn>\\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{'<start_of_turn>model\\n'}}{%- endif -%}"
+)
+
+# --- mistral (Mistral-7B-Instruct v0.3: system prompt goes into the last user turn) -----------------------
+_MISTRAL_GO = (
+    "{{- range $i, $_ := .Messages }}\n"
+    "{{- $last := eq (len (slice $.Messages $i)) 1 }}\n"
+    "{{- if eq .Role \"user\" }}[INST] {{ if and $.System $last }}{{ $.System }}\n\n"
+    "{{ end }}{{ .Content }}[/INST]\n"
+    "{{- else if eq .Role \"assistant\" }} {{ .Content }}</s>\n"
+    "{{- end }}\n"
+    "{{- end }}"
+)
+_MISTRAL_JINJA = (
+    "{%- if messages[0]['role'] == 'system' %}{%- set system_message = messages[0]['content'] %}"
+    "{%- set loop_messages = messages[1:] %}{%- else %}{%- set loop_messages = messages %}{%- endif %}"
+    "{{- bos_token }}"
+    "{%- for message in loop_messages %}"
+    "{%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{- raise_exception('After the optional system message, conversation roles must alternate user/assistant/user/assistant...') }}"
+    "{%- endif %}"
+    "{%- if message['role'] == 'user' %}"
+    "{%- if loop.last and system_message is defined %}{{- '[INST] ' + system_message + '\\n\\n' + message['content'] + '[/INST]' }}"
+    "{%- else %}{{- '[INST] ' + message['content'] + '[/INST]' }}{%- endif %}"
+    "{%- elif message['role'] == 'assistant' %}{{- ' ' + message['content'] + eos_token }}"
+    "{%- else %}{{- raise_exception('Only user and assistant roles are supported, with the exception of an initial optional system message!') }}"
+    "{%- endif %}{%- endfor %}"
+)
+
+# --- phi3 (Phi-3 / Phi-3.5 mini) ------------------------------------------------------------------------
+_PHI3_GO = (
+    "{{- range .Messages }}<|{{ .Role }}|>\n"
+    "{{ .Content }}<|end|>\n"
+    "{{ end }}<|assistant|>\n"
+)
+_PHI3_JINJA = (
+    "{% for message in messages %}{% if message['role'] == 'system' %}{{'<|system|>\\n' + message['content'] + '<|end|>\\n'}}"
+    "{% elif message['role'] == 'user' %}{{'<|user|>\\n' + message['content'] + '<|end|>\\n'}}"
+    "{% elif message['role'] == 'assistant' %}{{'<|assistant|>\\n' + message['content'] + '<|end|>\\n'}}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% else %}{{ eos_token }}{% endif %}"
+)
+
+# --- alpaca-ko (KoAlpaca style: "### 질문:" / "### 답변:") ----------------------------------------------------
+_ALPACA_KO_GO = (
+    "{{- range .Messages }}\n"
+    "{{- if eq .Role \"system\" }}{{ .Content }}\n\n"
+    "{{ else if eq .Role \"user\" }}### 질문: {{ .Content }}\n\n"
+    "{{ else if eq .Role \"assistant\" }}### 답변: {{ .Content }}\n\n"
+    "{{ end }}\n"
+    "{{- end }}### 답변:"
+)
+_ALPACA_KO_JINJA = (
+    "{%- for message in messages %}"
+    "{%- if message['role'] == 'system' %}{{ message['content'] + '\\n\\n' }}"
+    "{%- elif message['role'] == 'user' %}{{ '### 질문: ' + message['content'] + '\\n\\n' }}"
+    "{%- elif message['role'] == 'assistant' %}{{ '### 답변: ' + message['content'] + '\\n\\n' }}"
+    "{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{ '### 답변:' }}{%- endif %}"
+)
+
+FAMILIES: dict[str, ChatFamily] = {
+    f.name: f
+    for f in (
+        ChatFamily("chatml", _CHATML_GO, ["<|im_start|>", "<|im_end|>"], _CHATML_JINJA, "ChatML (<|im_start|>role ... <|im_end|>)"),
+        ChatFamily("llama3", _LLAMA3_GO, ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"], _LLAMA3_JINJA, "Llama 3 headers"),
+        ChatFamily("gemma", _GEMMA_GO, ["<start_of_turn>", "<end_of_turn>"], _GEMMA_JINJA, "Gemma turns (system merged into the first user turn)"),
+        ChatFamily("mistral", _MISTRAL_GO, ["[INST]", "[/INST]", "</s>"], _MISTRAL_JINJA, "Mistral [INST] (v0.3 layout)"),
+        ChatFamily("phi3", _PHI3_GO, ["<|end|>", "<|user|>", "<|assistant|>", "<|system|>", "<|endoftext|>"], _PHI3_JINJA, "Phi-3 <|role|> ... <|end|>"),
+        ChatFamily("alpaca-ko", _ALPACA_KO_GO, ["### 질문:", "### 답변:"], _ALPACA_KO_JINJA, "Korean Alpaca prompt (### 질문: / ### 답변:)"),
+    )
+}
+
+_ALIASES = {"phi-3": "phi3", "phi3.5": "phi3", "llama-3": "llama3", "llama3-instruct": "llama3", "gemma2": "gemma",
+            "gemma3": "gemma", "koalpaca": "alpaca-ko", "alpaca_ko": "alpaca-ko", "qwen": "chatml", "smollm2": "chatml"}
+
+
+def template_for_family(name: str) -> ChatFamily:
+    key = name.strip().lower()
+    key = _ALIASES.get(key, key)
+    try:
+        return FAMILIES[key]
+    except KeyError:
+        raise TemplateDetectionError(
+            f"unknown chat template family {name!r}",
+            hint=f"use one of: {', '.join(FAMILIES)}",
+        ) from None
+
+
+def spec_for_family(name: str, system: str | None = None, extra_stop: list[str] | None = None) -> TemplateSpec:
+    fam = template_for_family(name)
+    stop = list(fam.stop)
+    for s in extra_stop or []:
+        if s and s not in stop:
+            stop.append(s)
+    return TemplateSpec(fam.name, fam.go_template, stop, system)
+
+
+# --------------------------------------------------------------------------------------------- Jinja side
+
+
+def jinja_renderer(chat_template: str, bos_token: str = "", eos_token: str = "", strip_bos: bool = True) -> RenderJinja:
+    """``render_jinja(messages, add_generation_prompt)`` for a raw Jinja chat template, as transformers renders it.
+
+    With ``strip_bos`` a leading ``bos_token`` is removed from the result: the runtime (Ollama, llama.cpp)
+    adds BOS while tokenizing, so the text prompt must not carry it.
+    """
+    import jinja2
+    from jinja2.ext import loopcontrols
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message: str) -> None:
+        raise jinja2.exceptions.TemplateError(message)
+
+    def tojson(x: Any, ensure_ascii: bool = False, indent: int | None = None, separators=None, sort_keys: bool = False) -> str:
+        import json
+
+        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+    def strftime_now(fmt: str) -> str:
+        import datetime
+
+        return datetime.datetime.now().strftime(fmt)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+    env.filters["tojson"] = tojson
+    env.globals["raise_exception"] = raise_exception
+    env.globals["strftime_now"] = strftime_now
+    try:
+        compiled = env.from_string(chat_template)
+    except jinja2.TemplateSyntaxError as e:
+        raise ServeError(
+            f"the model's Jinja chat template does not parse: {e.message} (line {e.lineno})",
+            hint="fix tokenizer.chat_template in the tokenizer/GGUF, or pass the chat family explicitly",
+        ) from None
+
+    def render_jinja(messages: list[dict], add_generation_prompt: bool) -> str:
+        text = compiled.render(
+            messages=messages,
+            add_generation_prompt=add_generation_prompt,
+            bos_token=bos_token,
+            eos_token=eos_token,
+            tools=None,
+            documents=None,
+        )
+        if strip_bos and bos_token and text.startswith(bos_token):
+            text = text[len(bos_token):]
+        return text
+
+    return render_jinja
+
+
+@dataclass
+class GGUFChatInfo:
+    path: Path
+    chat_template: str | None
+    bos_token: str
+    eos_token: str
+    add_bos: bool
+    architecture: str | None = None
+    name: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def renderer(self) -> RenderJinja:
+        """``render_jinja`` for the embedded template; BOS stripped only if llama.cpp adds it when tokenizing."""
+        if not self.chat_template:
+            raise TemplateDetectionError(
+                f"{self.path} has no tokenizer.chat_template in its metadata",
+                hint="pass the chat family explicitly (e.g. --template chatml), matching how the model was trained",
+            )
+        return jinja_renderer(self.chat_template, self.bos_token, self.eos_token, strip_bos=self.add_bos)
+
+
+def read_gguf_chat_info(path: Path | str) -> GGUFChatInfo:
+    """Chat template, BOS/EOS token texts and add_bos flag from a GGUF's metadata (no model load)."""
+    import gguf
+
+    path = Path(path)
+    if not path.is_file():
+        raise ServeError(f"GGUF file not found: {path}", hint="check the path, or run `ollatune export` first")
+    try:
+        reader = gguf.GGUFReader(str(path), "r")
+    except Exception as e:  # noqa: BLE001 - any parse failure is a bad file for us
+        raise ServeError(f"cannot read GGUF metadata of {path}: {e}", hint="re-export the model; the file may be truncated") from None
+
+    def scalar(key: str) -> Any:
+        f = reader.fields.get(key)
+        if f is None or not f.data:
+            return None
+        part = f.parts[f.data[0]]
+        if f.types and f.types[0] == gguf.GGUFValueType.STRING:
+            return bytes(part).decode("utf-8", "replace")
+        return part.tolist()[0] if hasattr(part, "tolist") else part[0]
+
+    def token(idx: Any) -> str:
+        if idx is None:
+            return ""
+        f = reader.fields.get("tokenizer.ggml.tokens")
+        if f is None or idx >= len(f.data):
+            return ""
+        return bytes(f.parts[f.data[int(idx)]]).decode("utf-8", "replace")
+
+    add_bos = scalar("tokenizer.ggml.add_bos_token")
+    return GGUFChatInfo(
+        path=path,
+        chat_template=scalar("tokenizer.chat_template"),
+        bos_token=token(scalar("tokenizer.ggml.bos_token_id")),
+        eos_token=token(scalar("tokenizer.ggml.eos_token_id")),
+        add_bos=bool(add_bos) if add_bos is not None else True,
+        architecture=scalar("general.architecture"),
+        name=scalar("general.name"),
+    )
+
+
+def spec_from_gguf(path: Path | str) -> TemplateSpec:
+    """Detect the chat family of a GGUF from its embedded chat template."""
+    info = read_gguf_chat_info(path)
+    render = info.renderer()
+    return detect_template(render, bos_token=info.bos_token if info.add_bos else None, eos_token=info.eos_token)
+
+
+# ---------------------------------------------------------------------------------------------- detection
+
+_PROBE_USER = "Hello! What is 2 + 3?"
+_SENTINEL = "\x00OLLATUNE-SYSTEM-SENTINEL\x00"
+
+
+def _default_system(render_jinja: RenderJinja, fam: ChatFamily, bos_token: str | None) -> tuple[bool, str | None]:
+    """(usable, injected system text) for a family; usable is False when the shapes cannot match."""
+    from serve.gotemplate import render_ollama
+    from serve.parity import _strip_bos
+
+    try:
+        jinja = _strip_bos(render_jinja([{"role": "user", "content": _PROBE_USER}], True), bos_token)
+    except Exception:  # noqa: BLE001 - a template that refuses the probe is not this family
+        return False, None
+    if jinja == render_ollama(fam.go_template, [{"role": "user", "content": _PROBE_USER}]):
+        return True, None
+    with_sys = render_ollama(fam.go_template, [{"role": "system", "content": _SENTINEL}, {"role": "user", "content": _PROBE_USER}])
+    if _SENTINEL not in with_sys:
+        return False, None
+    prefix, suffix = with_sys.split(_SENTINEL, 1)
+    if jinja.startswith(prefix) and jinja.endswith(suffix) and len(jinja) > len(prefix) + len(suffix):
+        return True, jinja[len(prefix): len(jinja) - len(suffix)]
+    return False, None
+
+
+def detect_template(
+    render_jinja: RenderJinja,
+    bos_token: str | None = None,
+    eos_token: str | None = None,
+    families: list[str] | None = None,
+) -> TemplateSpec:
+    """Find the family whose Go TEMPLATE renders every probe conversation exactly like ``render_jinja``.
+
+    ``bos_token``: a leading BOS in the Jinja rendering is ignored (the runtime adds it when tokenizing).
+    ``eos_token``: added to the stop list when it is not there yet.
+    """
+    from serve.parity import check_parity
+
+    tried: list[str] = []
+    for name in families or list(FAMILIES):
+        fam = template_for_family(name)
+        usable, system = _default_system(render_jinja, fam, bos_token)
+        if not usable:
+            tried.append(f"{fam.name}: the single-turn prompt has a different shape")
+            continue
+        spec = spec_for_family(fam.name, system=system, extra_stop=[eos_token] if eos_token else None)
+        report = check_parity(render_jinja, spec, bos_token=bos_token)
+        if report.ok:
+            return spec
+        bad = report.first_failure()
+        tried.append(f"{fam.name}: {bad.summary() if bad else 'no conversation could be rendered'}")
+    raise TemplateDetectionError(
+        "the model's chat template matches none of the known families; tried:\n  " + "\n  ".join(tried)
+    )

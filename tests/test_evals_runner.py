@@ -1,0 +1,255 @@
+"""The eval runner end to end with LangChain fake chat models on a temporary SQLite store, and the
+vanilla-vs-tuned comparison built from what it stored."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
+from sqlalchemy import func, select
+from sqlalchemy.orm import sessionmaker
+
+from evals import ModelUnderTest, compare, load_suite, run, to_markdown
+from evals.chains import build_chain, render_prompt
+from evals.runner import EvalConnectionError
+from workspace.events import EventSink
+from workspace.store.engine import make_engine, session_scope
+from workspace.store.models import Base, CallCache, EvalRun, Prediction, RegisteredModel, Score
+
+ROWS = [
+    {"id": "capital", "instruction": "대한민국의 수도는 어디인가요?", "input": "", "output": "서울입니다."},
+    {"id": "antonym", "instruction": "다음 단어의 반대말을 알려 주세요.", "input": "높다", "output": "낮다"},
+    {"id": "week", "instruction": "한 주는 며칠인가요?", "input": "", "output": "한 주는 7일입니다."},
+]
+# The vanilla model rambles and leaks template tokens; the tuned one answers.
+VANILLA = [
+    "<|im_start|>assistant\n서울입니다.<|im_end|>\n<|im_start|>user\n고마워요",
+    "높다의 반대말은 아마도 깊다일 것입니다.</s>",
+    "일주일에는 여러 날이 있습니다.",
+]
+TUNED = ["서울입니다.", "낮다", "한 주는 7일입니다.<|im_end|>"]
+
+
+class CountingChat(FakeListChatModel):
+    """A fake chat model that records every call (messages as sent)."""
+
+    calls: ClassVar[list[tuple[str, Any]]] = []
+    tag: str = ""
+
+    def _call(self, messages, stop=None, run_manager=None, **kwargs):  # noqa: ANN001
+        CountingChat.calls.append((self.tag, [(m.type, m.content) for m in messages]))
+        return super()._call(messages, stop=stop, run_manager=run_manager, **kwargs)
+
+
+class DownAfter(CountingChat):
+    """Answers ``ok`` calls, then behaves like an Ollama that went away."""
+
+    ok: int = 1
+
+    def _call(self, messages, stop=None, run_manager=None, **kwargs):  # noqa: ANN001
+        if sum(1 for t, _ in CountingChat.calls if t == self.tag) >= self.ok:
+            raise ConnectionError("Failed to connect to Ollama.")
+        return super()._call(messages, stop=stop, run_manager=run_manager, **kwargs)
+
+
+def factory(m: ModelUnderTest):
+    return CountingChat(responses=VANILLA if m.role == "vanilla" else TUNED, tag=m.role)
+
+
+@pytest.fixture(autouse=True)
+def _reset_calls():
+    CountingChat.calls.clear()
+    yield
+    CountingChat.calls.clear()
+
+
+@pytest.fixture
+def store(tmp_path):
+    engine = make_engine(tmp_path / "ollatune.db")
+    Base.metadata.create_all(engine)
+    sf = sessionmaker(engine, expire_on_commit=False)
+    with session_scope(sf) as s:
+        v = RegisteredModel(name="smollm2:135m", host="local", digest="sha256:" + "a" * 64, role="vanilla", template_family="chatml")
+        t = RegisteredModel(name="ollatune/ko-smol", host="local", digest="sha256:" + "b" * 64, role="tuned", template_family="chatml")
+        s.add_all([v, t])
+        s.flush()
+        models = [ModelUnderTest(v.id, v.name, v.digest, "vanilla"), ModelUnderTest(t.id, t.name, t.digest, "tuned")]
+    yield sf, models
+    engine.dispose()
+
+
+@pytest.fixture
+def suite_file(tmp_path) -> Path:
+    data = tmp_path / "ko.jsonl"
+    data.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in ROWS) + "\n", encoding="utf-8")
+    f = tmp_path / "ko.yaml"
+    f.write_text(
+        "name: ko-test\n"
+        "dataset: {path: ko.jsonl, format: alpaca}\n"
+        "prompt: {system: '너는 {친절한} 도우미야.', user: '{question}'}\n"
+        "params: {num_predict: 32}\n"
+        "tokenizer: kiwi\n",
+        encoding="utf-8",
+    )
+    return f
+
+
+def _events():
+    got: list[dict] = []
+    return EventSink("t", None, listeners=[got.append]).stage("evals"), got
+
+
+def test_render_prompt_is_the_training_prompt(suite_file):
+    suite = load_suite(suite_file)
+    msgs = render_prompt(suite, "반대말을 쓰세요.\n\n높다")
+    # The system prompt is literal (braces stay), the user turn is the alpaca user message.
+    assert msgs == [
+        {"role": "system", "content": "너는 {친절한} 도우미야."},
+        {"role": "user", "content": "반대말을 쓰세요.\n\n높다"},
+    ]
+    assert render_prompt(load_suite("ko-instructions"), "질문") == [{"role": "user", "content": "질문"}]
+
+
+def test_build_chain_uses_chat_ollama_with_suite_params(suite_file):
+    from langchain_ollama import ChatOllama
+
+    suite = load_suite(suite_file, {"params.stop": ["###"]})
+    chain = build_chain(suite, "ollatune/ko-smol", "http://127.0.0.1:11434")
+    llm = chain.steps[1]
+    assert isinstance(llm, ChatOllama)
+    assert (llm.model, llm.base_url) == ("ollatune/ko-smol", "http://127.0.0.1:11434")
+    assert (llm.temperature, llm.seed, llm.num_predict, llm.num_ctx, llm.stop) == (0, 42, 32, 2048, ["###"])
+    fake = build_chain(suite, "x", "http://unused", llm=FakeListChatModel(responses=["답"]))
+    assert fake.invoke({"question": "질문"}) == "답"
+
+
+def test_run_end_to_end_cache_reuse_and_comparison(store, suite_file):
+    sf, models = store
+    suite = load_suite(suite_file)
+    events, got = _events()
+
+    first = run(suite, models, base_url="http://ollama.invalid", session_factory=sf, events=events, run_id="r1", llm_factory=factory)
+
+    # One model at a time, vanilla first, each example once.
+    assert [t for t, _ in CountingChat.calls] == ["vanilla"] * 3 + ["tuned"] * 3
+    assert CountingChat.calls[0][1] == [("system", "너는 {친절한} 도우미야."), ("human", "대한민국의 수도는 어디인가요?")]
+    assert first.skipped is False and set(first.eval_run_ids) == {"vanilla", "tuned"}
+    assert first.aggregates["tuned"]["exact_match"] == pytest.approx(1.0)
+    assert first.aggregates["vanilla"]["exact_match"] == pytest.approx(1 / 3)  # only the cleaned "서울입니다."
+
+    with session_scope(sf) as s:
+        er = s.get(EvalRun, first.eval_run_ids["vanilla"])
+        assert (er.status, er.suite, er.run_id) == ("done", "ko-test", "r1") and er.finished_at is not None
+        assert er.params["tokenizer"] == "kiwi" and er.params["num_predict"] == 32 and er.params["seed"] == 42
+        preds = s.scalars(select(Prediction).where(Prediction.eval_run_id == er.id).order_by(Prediction.id)).all()
+        assert [p.example_id for p in preds] == ["capital", "antonym", "week"]
+        assert preds[0].raw == VANILLA[0] and preds[0].cleaned == "서울입니다."  # raw kept, cleaned scored
+        assert preds[1].cleaned == "높다의 반대말은 아마도 깊다일 것입니다."
+        assert json.loads(preds[1].prompt)[-1] == {"role": "user", "content": "다음 단어의 반대말을 알려 주세요.\n\n높다"}
+        assert preds[0].reference == "서울입니다."
+        assert all(p.cached is False and p.latency_s is not None for p in preds)
+        metrics = {sc.metric: sc.value for sc in preds[0].scores}
+        assert set(metrics) == {"rouge_l", "token_f1", "exact_match", "char_f1", "bleu"}
+        assert metrics["exact_match"] == 1.0 and metrics["rouge_l"] == pytest.approx(1.0)
+        assert s.scalar(select(func.count(Score.id))) == 2 * 3 * 5
+        assert s.scalar(select(func.count(CallCache.key))) == 6
+
+    types = [e["type"] for e in got]
+    assert types[0] == "start" and types[-1] == "done"
+    progress = [e for e in got if e["type"] == "progress"]
+    assert [(e["done"], e["total"], e["unit"]) for e in progress[:3]] == [(1, 3, "examples"), (2, 3, "examples"), (3, 3, "examples")]
+    assert got[-1]["aggregates"]["tuned"]["exact_match"] == pytest.approx(1.0)
+
+    # Same models, same suite: the complete runs are reused, nothing is called or stored again.
+    events2, got2 = _events()
+    again = run(suite, models, base_url="http://ollama.invalid", session_factory=sf, events=events2, llm_factory=factory)
+    assert again.skipped is True and again.eval_run_ids == first.eval_run_ids
+    assert again.aggregates == first.aggregates
+    assert len(CountingChat.calls) == 6
+    assert any(e.get("skipped") for e in got2 if e["type"] == "log") and got2[-1]["skipped"] is True
+
+    # A suite that differs only in its metrics: a new eval run, every answer from the cache.
+    fewer = load_suite(suite_file, {"metrics": ["exact_match", "char_f1"]})
+    third = run(fewer, models, base_url="http://ollama.invalid", session_factory=sf, llm_factory=factory)
+    assert third.skipped is False and third.eval_run_ids["tuned"] != first.eval_run_ids["tuned"]
+    assert len(CountingChat.calls) == 6  # cache hits: no new model calls
+    with session_scope(sf) as s:
+        preds = s.scalars(select(Prediction).where(Prediction.eval_run_id == third.eval_run_ids["vanilla"])).all()
+        assert len(preds) == 3 and all(p.cached and p.latency_s is None for p in preds)
+        assert {p.raw for p in preds} == set(VANILLA)
+    assert third.aggregates["vanilla"] == {"exact_match": pytest.approx(1 / 3), "char_f1": pytest.approx(first.aggregates["vanilla"]["char_f1"])}
+
+    # The comparison: per metric and per example.
+    cmp = compare(sf, first.eval_run_ids)
+    assert cmp.roles == ["vanilla", "tuned"] and (cmp.baseline, cmp.candidate) == ("vanilla", "tuned")
+    rows = {m.metric: m for m in cmp.metrics}
+    em = rows["exact_match"]
+    assert em.values == {"vanilla": pytest.approx(1 / 3), "tuned": pytest.approx(1.0)}
+    assert em.delta == pytest.approx(2 / 3) and em.winner == "tuned"
+    assert em.example_wins == {"vanilla": 0, "tuned": 2, "tie": 1}
+    assert all(m.winner == "tuned" and m.delta > 0 for m in cmp.metrics)
+    assert [e.example_id for e in cmp.examples] == ["capital", "antonym", "week"]
+    week = cmp.examples[2]
+    assert week.question == "한 주는 며칠인가요?" and week.reference == "한 주는 7일입니다."
+    assert week.outputs == {"vanilla": "일주일에는 여러 날이 있습니다.", "tuned": "한 주는 7일입니다."}
+    assert week.raw["tuned"] == TUNED[2]
+    assert week.scores["tuned"]["exact_match"] == 1.0 and week.scores["vanilla"]["exact_match"] == 0.0
+    assert cmp.runs["tuned"].tokenizer == "kiwi" and cmp.runs["tuned"].model == "ollatune/ko-smol"
+
+    md = to_markdown(cmp)
+    assert "| exact_match | 0.333 | 1.000 | +0.667 | tuned | 0 / 2 / 1 |" in md
+    assert "한 주는 며칠인가요?" in md and "kiwi" in md
+
+
+def test_connection_lost_mid_run_then_resume(store, suite_file):
+    sf, models = store
+    suite = load_suite(suite_file)
+    events, got = _events()
+
+    def flaky(m: ModelUnderTest):
+        return DownAfter(responses=VANILLA, tag=m.role, ok=1)
+
+    with pytest.raises(EvalConnectionError) as e:
+        run(suite, models, base_url="http://127.0.0.1:11434", session_factory=sf, events=events, llm_factory=flaky)
+    msg = str(e.value)
+    assert "cannot reach Ollama at http://127.0.0.1:11434" in msg and "example antonym (2/3)" in msg
+    assert "hint:" in msg
+    assert got[-1]["type"] == "error" and got[-1]["hint"]
+    with session_scope(sf) as s:
+        failed = s.scalars(select(EvalRun)).one()  # the tuned model was never started
+        assert failed.status == "failed"
+        assert s.scalar(select(func.count(Prediction.id))) == 1  # what was done is kept
+        failed_id = failed.id
+
+    CountingChat.calls.clear()
+    result = run(suite, models, base_url="http://127.0.0.1:11434", session_factory=sf, llm_factory=factory)
+    assert result.eval_run_ids["vanilla"] == failed_id  # the unfinished run is continued
+    # Only the two missing vanilla examples are asked, then the tuned model.
+    assert [t for t, _ in CountingChat.calls] == ["vanilla"] * 2 + ["tuned"] * 3
+    with session_scope(sf) as s:
+        assert s.get(EvalRun, failed_id).status == "done"
+        assert s.scalar(select(func.count(Prediction.id)).where(Prediction.eval_run_id == failed_id)) == 3
+
+
+def test_unreachable_ollama_with_the_real_client(store, suite_file):
+    """ChatOllama against a closed local port: the real client's error becomes EvalConnectionError."""
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there now
+    sf, models = store
+    with pytest.raises(EvalConnectionError, match="cannot reach Ollama"):
+        run(load_suite(suite_file), models[:1], base_url=f"http://127.0.0.1:{port}", session_factory=sf)
+    with session_scope(sf) as s:
+        assert s.scalars(select(EvalRun.status)).one() == "failed"
+
+
+def test_roles_must_be_unique(store, suite_file):
+    sf, models = store
+    with pytest.raises(ValueError, match="role"):
+        run(load_suite(suite_file), [models[0], models[0]], base_url="x", session_factory=sf, llm_factory=factory)

@@ -1,0 +1,118 @@
+"""Suites from YAML, examples from JSONL, content hashes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from evals.suites import SUITES_DIR, SuiteError, load_examples, load_suite, shipped_suites, suite_hash
+from finetune.formats import alpaca_user_message
+
+
+def _write_suite(tmp_path: Path, rows: list[str], **extra) -> Path:
+    data = tmp_path / "data.jsonl"
+    data.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    body = {"name": "t", "dataset": {"path": "data.jsonl", "format": "alpaca"}, **extra}
+    suite = tmp_path / "t.yaml"
+    suite.write_text(json.dumps(body, ensure_ascii=False), encoding="utf-8")  # JSON is YAML
+    return suite
+
+
+ROWS = [
+    json.dumps({"instruction": "수도는?", "input": "", "output": "서울"}, ensure_ascii=False),
+    json.dumps({"instruction": "반대말을 쓰세요.", "input": "높다", "output": "낮다"}, ensure_ascii=False),
+]
+
+
+def test_shipped_suites_all_load_and_have_examples():
+    names = shipped_suites()
+    assert "ko-instructions" in names
+    for name in names:
+        suite = load_suite(name)
+        examples = load_examples(suite)
+        assert examples, name
+        assert len({e.id for e in examples}) == len(examples)
+
+
+def test_ko_instructions_defaults_and_training_prompt():
+    suite = load_suite("ko-instructions")
+    assert suite.params.temperature == 0 and suite.params.seed == 42
+    assert suite.params.num_predict == 128 and suite.params.num_ctx == 2048 and suite.params.stop == []
+    assert suite.tokenizer == "kiwi"
+    assert suite.metrics == ["rouge_l", "token_f1", "exact_match", "char_f1", "bleu"]
+    assert Path(suite.dataset.path).is_absolute() and Path(suite.dataset.path).is_file()
+    rows = [json.loads(line) for line in Path(suite.dataset.path).read_text(encoding="utf-8").splitlines() if line]
+    examples = load_examples(suite)
+    with_input = next(i for i, r in enumerate(rows) if r["input"])
+    r = rows[with_input]
+    assert examples[with_input].question == alpaca_user_message(r["instruction"], r["input"])
+    assert "\n\n" in examples[with_input].question
+    assert examples[with_input].reference == r["output"]
+
+
+def test_load_by_path_overrides_and_limit(tmp_path, monkeypatch):
+    suite_file = _write_suite(tmp_path, ROWS)
+    suite = load_suite(suite_file)
+    assert [e.question for e in load_examples(suite)] == ["수도는?", "반대말을 쓰세요.\n\n높다"]
+    assert [e.id for e in load_examples(suite)] == ["1", "2"]  # line numbers when rows have no id
+
+    other = tmp_path / "sub"
+    other.mkdir()
+    (other / "held.jsonl").write_text(ROWS[1] + "\n", encoding="utf-8")
+    monkeypatch.chdir(other)
+    s2 = load_suite(
+        suite_file, {"params.num_predict": 16, "params": {"stop": "###"}, "limit": 1, "dataset.path": "held.jsonl"}
+    )
+    assert s2.params.num_predict == 16 and s2.params.stop == ["###"] and s2.limit == 1
+    assert Path(s2.dataset.path) == (other / "held.jsonl").resolve()  # override paths: relative to the cwd
+    assert [e.reference for e in load_examples(s2)] == ["낮다"]
+    assert len(load_examples(load_suite(suite_file, {"limit": 1}))) == 1
+
+
+def test_malformed_jsonl_row_names_file_and_line(tmp_path):
+    suite = load_suite(_write_suite(tmp_path, [ROWS[0], "", '{"instruction": "x", "output": '], limit=None))
+    with pytest.raises(SuiteError) as e:
+        load_examples(suite)
+    assert "data.jsonl:3" in str(e.value) and "invalid JSON" in str(e.value)
+
+
+def test_missing_field_and_duplicate_id_name_the_line(tmp_path):
+    suite = load_suite(_write_suite(tmp_path, [ROWS[0], json.dumps({"instruction": "x"})]))
+    with pytest.raises(SuiteError, match=r"data\.jsonl:2: .*'output'"):
+        load_examples(suite)
+    dup = [json.dumps({"id": "a", "instruction": "x", "output": "y"})] * 2
+    with pytest.raises(SuiteError, match=r"data\.jsonl:2: duplicate example id 'a' \(first at line 1\)"):
+        load_examples(load_suite(_write_suite(tmp_path, dup)))
+
+
+def test_invalid_suites_say_which_field(tmp_path):
+    with pytest.raises(SuiteError, match="metrics"):
+        load_suite(_write_suite(tmp_path, ROWS, metrics=["rouge_l", "meteor"]))
+    with pytest.raises(SuiteError, match=r"prompt\.user.*context"):
+        load_suite(_write_suite(tmp_path, ROWS, prompt={"user": "{context} {question}"}))
+    with pytest.raises(SuiteError, match="tokenizer"):
+        load_suite(_write_suite(tmp_path, ROWS, tokenizer="mecab"))
+    with pytest.raises(SuiteError, match="temprature"):
+        load_suite(_write_suite(tmp_path, ROWS, params={"temprature": 0}))  # typo: extra keys are refused
+    with pytest.raises(SuiteError, match="ko-instructions"):
+        load_suite("no-such-suite")  # the message lists the shipped suites
+
+
+def test_suite_hash_tracks_what_decides_results(tmp_path):
+    suite_file = _write_suite(tmp_path, ROWS)
+    base = suite_hash(load_suite(suite_file))
+    assert suite_hash(load_suite(suite_file)) == base
+    assert suite_hash(load_suite(suite_file, {"params.num_predict": 64})) != base
+    assert suite_hash(load_suite(suite_file, {"tokenizer": "char"})) != base
+    assert suite_hash(load_suite(suite_file, {"description": "words"})) == base
+    moved = tmp_path / "moved.jsonl"
+    moved.write_bytes((tmp_path / "data.jsonl").read_bytes())
+    assert suite_hash(load_suite(suite_file, {"dataset.path": str(moved)})) == base
+    (tmp_path / "data.jsonl").write_text(ROWS[0] + "\n", encoding="utf-8")
+    assert suite_hash(load_suite(suite_file)) != base
+
+
+def test_suites_dir_is_inside_the_package():
+    assert SUITES_DIR.parent.name == "evals"

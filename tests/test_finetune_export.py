@@ -1,0 +1,105 @@
+"""The finetune and export stage functions on the real SmolLM2-135M, with a tiny step budget."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from export import ExportSource, to_gguf
+from export.errors import ExportError
+from finetune.backends import TrainJob
+from finetune.prepare import prepare_data
+from finetune.recipe import load_recipe
+from finetune.train import train
+from workspace.context import RunContext
+from workspace.events import read_events, null_events
+from workspace.settings import Settings
+
+pytestmark = pytest.mark.slow
+
+TINY = ["train.max_steps=2", "train.batch_size=2", "data.eval_rows=4", "data.max_seq_len=160",
+        "train.lora.r=4", "train.lr=0.01", "export.verify_tokens=4"]
+
+
+@pytest.fixture(scope="module")
+def trained(session_home, smollm2_base):
+    settings = Settings(home=session_home).ensure()
+    recipe = load_recipe("demo-ko", TINY + ["name=stage-test"])
+    ctx = RunContext.create("stage-test", settings)
+    data = prepare_data(recipe, ctx)
+    result = train(recipe, data, ctx, base=smollm2_base)
+    return settings, recipe, ctx, data, result
+
+
+def test_data_stage_writes_split_and_records_dataset(trained):
+    _settings, recipe, ctx, data, _ = trained
+    held = [json.loads(x) for x in data.heldout_path.read_text(encoding="utf-8").splitlines()]
+    train_rows = [json.loads(x) for x in data.train_path.read_text(encoding="utf-8").splitlines()]
+    assert len(held) == 4 and len(train_rows) == data.train_rows
+    assert set(held[0]) == {"instruction", "input", "output"}
+    assert train_rows[0]["completion"][0]["role"] == "assistant"
+
+
+def test_train_emits_metric_per_step_and_writes_adapter(trained):
+    _settings, recipe, ctx, _data, result = trained
+    assert result.steps == 2
+    assert (result.adapter_dir / "adapter_config.json").exists()
+    assert (result.adapter_dir / "adapter_model.safetensors").exists()
+    events = list(read_events(ctx.run_dir / "events.jsonl"))
+    metrics = [e for e in events if e["stage"] == "finetune" and e["type"] == "metric"]
+    assert [m["step"] for m in metrics] == [1, 2]
+    assert all(m["loss"] > 0 for m in metrics)
+    assert any(e["type"] == "artifact" and e["kind"] == "adapter" for e in events)
+    ckpts = list((ctx.run_dir / "finetune" / "checkpoints").glob("checkpoint-*"))
+    assert ckpts and all((c / "optimizer.pt").exists() and (c / "scheduler.pt").exists() for c in ckpts)
+    assert any(list(c.glob("rng_state*.pth")) for c in ckpts)
+
+
+def test_loss_is_on_the_answer_only_and_ends_with_eos(trained, smollm2_base):
+    from finetune.backends.hf import build_trainer
+
+    _settings, recipe, ctx, data, _ = trained
+    rows = [json.loads(x) for x in data.train_path.read_text(encoding="utf-8").splitlines()][:2]
+    trainer, _cb = build_trainer(TrainJob(recipe, smollm2_base.hf_dir, rows, ctx.run_dir / "probe", null_events("finetune")))
+    tok = trainer.processing_class
+    batch = trainer.data_collator([trainer.train_dataset[0]])
+    ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
+    supervised = [i for i, lab in zip(ids, labels) if lab != -100]
+    answer = rows[0]["completion"][0]["content"]
+    text = tok.decode(supervised)
+    assert answer in text
+    assert rows[0]["prompt"][-1]["content"] not in text  # the question is not trained on
+    assert tok.eos_token_id in supervised  # the end-of-turn token is learned, so generation stops
+    first_supervised = labels.index(next(lab for lab in labels if lab != -100))
+    assert tok.decode(ids[:first_supervised]).rstrip().endswith("assistant")
+
+
+def test_export_merges_converts_quantizes_and_verifies(trained, smollm2_base):
+    _settings, recipe, ctx, _data, result = trained
+    out = to_gguf(ExportSource(smollm2_base.hf_dir, result.adapter_dir, result.training_run_id, "tuned"), ctx,
+                  quant="q4_k_m", verify_tokens=4)
+    assert out.gguf.exists() and out.f16_gguf.exists()
+    assert out.gguf.stat().st_size < out.f16_gguf.stat().st_size / 2
+    assert out.verify["f16"]["chat_template_matches"] and out.verify["f16"]["tokenization_matches"]
+    assert out.verify["f16"]["greedy_agreement"][0] > 0
+    assert not list(out.gguf.parent.glob(".*.partial"))
+    import llama_cpp
+
+    llm = llama_cpp.Llama(model_path=str(out.gguf), n_ctx=256, verbose=False, vocab_only=True)
+    assert llm.metadata["general.file_type"] == str(llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M)
+
+
+def test_merge_that_changes_nothing_is_refused(trained, smollm2_base, tmp_path):
+    """A fresh LoRA adapter has zero B matrices: merging it is a no-op and must not pass silently."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from export.merge import merge_adapter
+
+    model = AutoModelForCausalLM.from_pretrained(str(smollm2_base.hf_dir))
+    peft_model = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM"))
+    peft_model.save_pretrained(str(tmp_path / "empty-adapter"))
+    with pytest.raises(ExportError, match="changed no weight"):
+        merge_adapter(smollm2_base.hf_dir, tmp_path / "empty-adapter", tmp_path / "merged")
+    assert not (tmp_path / "merged").exists()

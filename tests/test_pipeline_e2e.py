@@ -1,0 +1,141 @@
+"""The whole loop on SmolLM2-135M with a tiny step budget, through the CLI and the stage functions."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from sqlalchemy import func, select
+
+from tests.conftest import REPO
+from workspace.events import read_events
+
+pytestmark = pytest.mark.slow
+
+TINY = ["train.max_steps=3", "train.batch_size=4", "data.max_seq_len=192", "train.lr=0.005", "eval.limit=3",
+        "eval.num_predict=24", "export.verify_tokens=4", "serve.name=ollatune/e2e-tuned",
+        "serve.vanilla_name=ollatune/e2e-vanilla"]
+
+
+def _cli(home, *args, check=True):
+    env = {**__import__("os").environ, "OLLATUNE_HOME": str(home)}
+    proc = subprocess.run([sys.executable, "-m", "tui.cli", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=1200)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def pipeline_home(session_home, smollm2_base):
+    # smollm2_base has converted the base model into session_home once; the CLI reuses it.
+    args = ["pipeline", "demo-ko"] + [x for kv in TINY for x in ("--set", kv)]
+    first = _cli(session_home, *args)
+    second = _cli(session_home, *args)
+    return session_home, first, second
+
+
+def test_pipeline_prints_table_and_locations(pipeline_home):
+    _home, first, _ = pipeline_home
+    out = first.stdout
+    assert "vanilla vs tuned" in out
+    for metric in ("rouge_l", "token_f1", "exact_match"):
+        assert metric in out
+    for where in ("database", "gguf", "modelfile"):
+        assert where in out
+    assert "embedded" in first.stderr  # no daemon here: the embedded runtime was started and said so
+
+
+def test_second_run_skips_every_stage(pipeline_home):
+    home, _first, second = pipeline_home
+    run_dir = next((home / "runs").glob("demo-ko-*"))
+    events = list(read_events(run_dir / "events.jsonl"))
+    # events of the second run: everything after the second pipeline start
+    starts = [i for i, e in enumerate(events) if e["stage"] == "pipeline" and e["type"] == "start"]
+    assert len(starts) == 2
+    second_events = events[starts[1]:]
+    skipped = {e["stage"] for e in second_events if e["type"] == "done" and e.get("skipped")}
+    assert skipped == {"data", "finetune", "export", "serve", "evals"}
+    assert not [e for e in second_events if e["type"] in ("metric", "artifact")]
+    assert "skipped" in second.stdout
+
+
+def test_store_records_full_lineage(pipeline_home):
+    from workspace.store import (Artifact, Dataset, EvalRun, Prediction, RegisteredModel, Score, TrainingRun,
+                                 open_store, session_scope)
+
+    home, _, _ = pipeline_home
+    factory = open_store(home / "ollatune.db")
+    with session_scope(factory) as s:
+        tr = s.scalars(select(TrainingRun).where(TrainingRun.run_id.like("demo-ko-%"))).one()
+        assert tr.status == "done" and tr.steps == 3 and s.get(Dataset, tr.dataset_id).rows >= 200
+        kinds = {(a.kind, a.quant) for a in s.scalars(select(Artifact).where(Artifact.training_run_id == tr.id))}
+        assert {("adapter", None), ("merged", None), ("gguf", "f16"), ("gguf", "q4_k_m")} <= kinds
+        tuned = s.scalars(select(RegisteredModel).where(RegisteredModel.role == "tuned")).one()
+        assert s.get(Artifact, tuned.artifact_id).training_run_id == tr.id
+        runs = s.scalars(select(EvalRun).where(EvalRun.run_id == tr.run_id)).all()
+        assert {r.model.role for r in runs} == {"vanilla", "tuned"} and all(r.status == "done" for r in runs)
+        for r in runs:
+            preds = s.scalars(select(Prediction).where(Prediction.eval_run_id == r.id)).all()
+            assert len(preds) == 3 and all(p.raw is not None and p.cleaned is not None for p in preds)
+            n_scores = s.scalar(select(func.count()).select_from(Score).join(Prediction)
+                                .where(Prediction.eval_run_id == r.id))
+            assert n_scores >= 3 * 3
+
+
+def test_modelfile_has_template_and_every_stop(pipeline_home):
+    home, _, _ = pipeline_home
+    run_dir = next((home / "runs").glob("demo-ko-*"))
+    modelfiles = list((run_dir / "export").glob("Modelfile*"))
+    assert modelfiles
+    text = modelfiles[0].read_text(encoding="utf-8")
+    assert text.startswith("#") or "FROM" in text
+    assert "FROM ./" in text and "TEMPLATE" in text and 'PARAMETER stop "<|im_end|>"' in text
+    assert "PARAMETER temperature" in text and "PARAMETER num_ctx" in text
+
+
+def test_tuned_model_answers_korean_through_the_ollama_client(pipeline_home):
+    import ollama
+
+    from serve import ensure_ollama
+    from workspace.events import null_events
+    from workspace.settings import Settings
+
+    home, _, _ = pipeline_home
+    endpoint = ensure_ollama(Settings(home=home).ensure(), null_events("serve"))
+    try:
+        client = ollama.Client(host=endpoint.host)
+        names = {m.model for m in client.list().models}
+        assert {"ollatune/e2e-tuned:latest", "ollatune/e2e-vanilla:latest"} <= names
+        reply = client.chat(model="ollatune/e2e-tuned", messages=[{"role": "user", "content": "한국의 수도는 어디인가요?"}],
+                            options={"temperature": 0, "seed": 1, "num_predict": 24})
+        assert reply.message.content.strip()
+        assert "<|im_end|>" not in reply.message.content
+    finally:
+        endpoint.close()
+
+
+def test_report_and_runs_commands(pipeline_home):
+    home, _, _ = pipeline_home
+    runs = _cli(home, "runs")
+    run_id = next((home / "runs").glob("demo-ko-*")).name
+    assert run_id in runs.stdout
+    rep = _cli(home, "report", run_id, "--markdown")
+    assert "rouge_l" in rep.stdout and "|" in rep.stdout
+
+
+def test_malformed_dataset_fails_with_one_line_error(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"instruction": "질문", "output": "답"}, ensure_ascii=False) + "\n{oops\n",
+                   encoding="utf-8")
+    proc = _cli(tmp_path / "home", "pipeline", "demo-ko", "--set", f"data.path={bad}", "--set", "name=badrun",
+                check=False)
+    assert proc.returncode == 1
+    assert f"{bad}:2" in proc.stderr and "next:" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    run_dir = next((tmp_path / "home" / "runs").glob("badrun-*"))
+    events = list(read_events(run_dir / "events.jsonl"))
+    assert events[-1]["type"] == "error" and events[-1]["stage"] == "data" and events[-1]["hint"]
+    assert not (run_dir / "data" / "train.jsonl").exists()

@@ -1,0 +1,293 @@
+"""The ``ollatune`` command line. Data goes to stdout, progress and diagnostics to stderr.
+
+Heavy libraries (torch, transformers, llama_cpp) are imported inside the commands that need them, so
+``ollatune --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    name="ollatune",
+    help="Fine-tune a local model, export it to GGUF, serve it with Ollama and compare it with the vanilla "
+    "model, offline. Workspace: $OLLATUNE_HOME (default ~/.ollatune); Ollama: $OLLAMA_HOST.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Inspect and validate datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+class CliError(Exception):
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+def _settings():  # noqa: ANN202
+    from workspace.settings import get_settings
+
+    return get_settings()
+
+
+@app.command()
+def pipeline(
+    recipe: Annotated[str, typer.Argument(help="A shipped recipe name (see `ollatune recipes`) or a YAML path.")] = "demo-ko",
+    set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a field: train.max_steps=10 (repeatable).")] = None,
+    events: Annotated[str, typer.Option(help="`jsonl` also writes every event to stdout as JSON lines.")] = "none",
+    until: Annotated[str, typer.Option(help="Stop after this stage: data, finetune, export, serve or evals.")] = "evals",
+) -> None:
+    """Run every stage: data -> finetune -> export -> serve -> evals, then print vanilla vs tuned.
+
+    Stages whose outputs exist for identical inputs are skipped, so re-running resumes after a failure.
+    """
+    from finetune.recipe import load_recipe
+    from tui.pipeline import run_pipeline
+    from tui.render import EventPrinter
+
+    rec = load_recipe(recipe, set_ or [])
+    settings = _settings()
+    jsonl = events == "jsonl"
+    listeners = [] if jsonl else [EventPrinter(err)]
+    result = run_pipeline(rec, settings, stdout_jsonl=jsonl, listeners=listeners, until=until)
+    if jsonl:
+        return
+    if result.comparison is not None:
+        from tui.report import print_comparison
+
+        print_comparison(out, result.comparison)
+    out.print()
+    out.print(f"run        {result.run_dir}")
+    out.print(f"database   {result.db_path}")
+    if result.tuned_gguf:
+        out.print(f"gguf       {result.tuned_gguf}")
+    if result.modelfile:
+        out.print(f"modelfile  {result.modelfile}")
+    for role, name in result.models.items():
+        out.print(f"{role:<10} ollama run {name}" + ("   (start `ollatune serve` first: no Ollama daemon here)"
+                                                     if result.embedded else ""))
+    if result.skipped:
+        out.print(f"skipped    {', '.join(result.skipped)} (outputs existed for identical inputs)")
+
+
+@app.command()
+def recipes() -> None:
+    """List the shipped recipes."""
+    from finetune.recipe import load_recipe, shipped_recipes
+
+    for name, path in shipped_recipes().items():
+        r = load_recipe(path)
+        out.print(f"{name:<20} {r.description}")
+
+
+@data_app.command("validate")
+def data_validate(
+    path: Annotated[Path, typer.Argument(help="A .jsonl/.json/.csv file in the KoAlpaca layout.")],
+) -> None:
+    """Check every row (instruction, input, output) and report problems by file and line."""
+    from finetune.data import load_alpaca
+
+    loaded = load_alpaca(path)
+    for w in loaded.warnings:
+        err.print(f"[yellow]warning[/] {w}")
+    out.print(f"{path}: {len(loaded.rows)} rows OK, sha256 {loaded.sha256[:12]}, "
+              f"{sum(1 for r in loaded.rows if r['input'].strip())} with input")
+
+
+@app.command()
+def doctor() -> None:
+    """Report Python, torch, CUDA/GPU and VRAM, Unsloth, llama-cpp-python, Ollama, workspace and disk."""
+    from tui.doctor import run_checks
+
+    ok = True
+    for name, status, detail in run_checks(_settings()):
+        mark = {"ok": "[green]ok[/]", "warn": "[yellow]--[/]", "fail": "[red]!![/]"}[status]
+        out.print(f"{mark} {name:<18} {detail}")
+        ok = ok and status != "fail"
+    if not ok:
+        raise typer.Exit(1)
+
+
+@app.command("serve")
+def serve_cmd(
+    host: Annotated[Optional[str], typer.Option(help="Address to listen on (default: from OLLAMA_HOST, loopback).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port (default: from OLLAMA_HOST, 11434).")] = None,
+) -> None:
+    """Run the embedded Ollama-compatible runtime (llama.cpp) in the foreground, for machines without Ollama."""
+    from urllib.parse import urlparse
+
+    from serve.runtime import serve_forever
+
+    settings = _settings()
+    url = urlparse(settings.ollama_host)
+    h, p = host or url.hostname or "127.0.0.1", port or url.port or 11434
+    err.print(f"embedded Ollama-compatible runtime on http://{h}:{p} (models in {settings.ollama_dir}); Ctrl-C stops it")
+    serve_forever(h, p, settings.ollama_dir)
+
+
+def _client(start_embedded: bool = False):  # noqa: ANN202
+    """An ``ollama.Client`` for OLLAMA_HOST; optionally start the embedded runtime when nothing answers."""
+    import ollama
+
+    from serve import ensure_ollama
+    from workspace.events import EventSink
+
+    settings = _settings()
+    if start_embedded:
+        sink = EventSink("cli", None, listeners=[lambda e: err.print(f"[dim]{e.get('message', '')}[/]")
+                                                if e["type"] == "log" else None])
+        endpoint = ensure_ollama(settings, sink.stage("serve"))
+        return ollama.Client(host=endpoint.host), endpoint
+    return ollama.Client(host=settings.ollama_host), None
+
+
+def _ollama_call(fn):  # noqa: ANN001, ANN202
+    import httpx
+    import ollama
+
+    try:
+        return fn()
+    except (httpx.ConnectError, ConnectionError) as e:
+        raise CliError(f"no Ollama answers at {_settings().ollama_host} ({e.__class__.__name__})",
+                       "start Ollama (`ollama serve`) or the embedded runtime (`ollatune serve`)") from None
+    except ollama.ResponseError as e:
+        raise CliError(f"Ollama: {e.error}", "see `ollatune list` for the registered models") from None
+
+
+@app.command("list")
+def list_models() -> None:
+    """List the models registered with Ollama (like `ollama list`)."""
+    client, _ = _client()
+    resp = _ollama_call(client.list)
+    for m in resp.models:
+        size = f"{(m.size or 0) / 2**20:.0f} MiB"
+        out.print(f"{m.model:<40} {(m.digest or '')[:12]}  {size:>9}")
+
+
+@app.command()
+def show(name: Annotated[str, typer.Argument(help="Model name.")]) -> None:
+    """Show a registered model's template, parameters and details (like `ollama show`)."""
+    client, _ = _client()
+    resp = _ollama_call(lambda: client.show(name))
+    out.print(f"[bold]template[/]\n{resp.template}")
+    out.print(f"[bold]parameters[/]\n{resp.parameters}")
+    if resp.details:
+        out.print(f"[bold]details[/] {resp.details.model_dump(exclude_none=True)}")
+
+
+@app.command()
+def rm(name: Annotated[str, typer.Argument(help="Model name.")]) -> None:
+    """Remove a registered model (like `ollama rm`)."""
+    client, _ = _client()
+    _ollama_call(lambda: client.delete(name))
+    out.print(f"deleted {name}")
+
+
+@app.command()
+def ps() -> None:
+    """List the models loaded in memory (like `ollama ps`)."""
+    client, _ = _client()
+    resp = _ollama_call(client.ps)
+    for m in resp.models:
+        out.print(f"{m.model:<40} {(m.digest or '')[:12]}")
+
+
+@app.command()
+def run(
+    name: Annotated[str, typer.Argument(help="Model name, e.g. ollatune/demo-ko.")],
+    prompt: Annotated[Optional[str], typer.Argument(help="One prompt; without it, an interactive chat.")] = None,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")] = 0.0,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 42,
+) -> None:
+    """Chat with a registered model through the official `ollama` client (like `ollama run`).
+
+    Uses the Ollama at OLLAMA_HOST, or starts the embedded runtime when none answers."""
+    client, endpoint = _client(start_embedded=True)
+    messages: list[dict] = []
+    options = {"temperature": temperature, "seed": seed}
+    try:
+        prompts = [prompt] if prompt is not None else None
+        while True:
+            if prompts is not None:
+                if not prompts:
+                    break
+                text = prompts.pop(0)
+            else:
+                try:
+                    text = input(">>> ")
+                except EOFError:
+                    break
+                if text.strip() in ("/bye", "/exit"):
+                    break
+            messages.append({"role": "user", "content": text})
+            answer = []
+            for part in _ollama_call(lambda: client.chat(model=name, messages=messages, stream=True, options=options)):
+                piece = part.message.content or ""
+                answer.append(piece)
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+            sys.stdout.write("\n")
+            messages.append({"role": "assistant", "content": "".join(answer)})
+    finally:
+        if endpoint is not None:
+            endpoint.close()
+
+
+@app.command()
+def runs() -> None:
+    """List pipeline runs in the workspace with their training and evaluation status."""
+    from tui.report import list_runs
+
+    list_runs(out, _settings())
+
+
+@app.command()
+def report(
+    run_id: Annotated[str, typer.Argument(help="A run id from `ollatune runs`.")],
+    markdown: Annotated[bool, typer.Option(help="Print Markdown instead of a table.")] = False,
+) -> None:
+    """Print the vanilla-vs-tuned comparison of a run, metric by metric and example by example."""
+    from tui.report import report_run
+
+    report_run(out, _settings(), run_id, markdown=markdown)
+
+
+@app.command()
+def tui() -> None:
+    """Open the terminal UI: runs, live training curves, and the vanilla-vs-tuned comparison."""
+    from tui.app import run_app
+
+    run_app(_settings())
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("[red]interrupted[/]; re-run the same command to resume")
+        sys.exit(130)
+    except Exception as exc:  # one line with the next step, never a traceback, unless asked for
+        if os.environ.get("OLLATUNE_DEBUG"):
+            raise
+        from tui.pipeline import StageFailed, error_hint
+
+        where = f"{exc.stage}: " if isinstance(exc, StageFailed) else ""
+        message = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        err.print(f"[bold red]error[/] {where}{message}")
+        err.print(f"[yellow]next:[/] {error_hint(exc)}")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Rich rendering of job events on stderr (data goes to stdout). Used by the CLI; the TUI renders the
+same events with widgets."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from rich.console import Console
+
+
+class EventPrinter:
+    """A listener for :class:`workspace.events.EventSink` that prints a readable log line per event."""
+
+    def __init__(self, console: Console | None = None, *, metric_every: int = 5) -> None:
+        self.console = console or Console(file=sys.stderr, highlight=False)
+        self.metric_every = metric_every
+        self._last_progress: dict[str, float] = {}
+
+    def __call__(self, e: dict[str, Any]) -> None:
+        stage, kind = e.get("stage", "?"), e.get("type")
+        tag = f"[bold cyan]{stage:>8}[/]"
+        c = self.console
+        if kind == "start":
+            extra = ", ".join(f"{k}={v}" for k, v in e.items() if k not in ("ts", "run", "stage", "type"))
+            c.print(f"{tag} [bold]start[/] {extra}")
+        elif kind == "log":
+            style = {"warning": "yellow", "error": "red"}.get(e.get("level", "info"), "")
+            c.print(f"{tag} [{style}]{e.get('message', '')}[/]" if style else f"{tag} {e.get('message', '')}")
+        elif kind == "metric":
+            step = e.get("step", 0)
+            if step == 1 or step % self.metric_every == 0:
+                parts = [f"step {step}"]
+                for key in ("loss", "eval_loss", "lr", "grad_norm", "tokens_per_s", "gpu_mem_gib"):
+                    if e.get(key) is not None:
+                        v = e[key]
+                        parts.append(f"{key} {v:.3g}" if isinstance(v, float) else f"{key} {v}")
+                c.print(f"{tag} " + "  ".join(parts))
+        elif kind == "progress":
+            done, total = e.get("done", 0), e.get("total")
+            key = f"{stage}:{e.get('unit')}"
+            if total and (done == total or done - self._last_progress.get(key, 0) >= max(total // 10, 1)):
+                self._last_progress[key] = done
+                eta = f", eta {e['eta_s']:.0f}s" if e.get("eta_s") else ""
+                c.print(f"{tag} {done}/{total} {e.get('unit', '')}{eta}")
+        elif kind == "artifact":
+            size = e.get("bytes")
+            size_s = f" ({size / 2**20:.1f} MiB)" if size else ""
+            c.print(f"{tag} [green]artifact[/] {e.get('kind')}: {e.get('path')}{size_s}")
+        elif kind == "done":
+            if e.get("skipped"):
+                c.print(f"{tag} [dim]skipped: outputs exist for identical inputs[/]")
+            else:
+                extra = ", ".join(f"{k}={v}" for k, v in e.items()
+                                  if k not in ("ts", "run", "stage", "type") and not isinstance(v, (dict, list)))
+                c.print(f"{tag} [bold green]done[/] {extra}")
+        elif kind == "error":
+            c.print(f"{tag} [bold red]error[/] {e.get('message')}")
+            if e.get("hint"):
+                c.print(f"{tag} [yellow]next:[/] {e['hint']}")

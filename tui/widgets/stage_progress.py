@@ -1,0 +1,71 @@
+"""Progress of the current stage: a label (stage, counts, eta, state) and a bar."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.widgets import Label, ProgressBar
+
+
+class StageProgress(Horizontal):
+    DEFAULT_CSS = """
+    StageProgress { height: 1; }
+    StageProgress > #stage-label { width: 1fr; }
+    StageProgress > ProgressBar { width: auto; }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.stage: str | None = None
+        self.state = "idle"  # idle | running | done | skipped | failed
+        self.done: int | None = None
+        self.total: int | None = None
+        self.unit = ""
+        self.eta_s: float | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Label("waiting for events", id="stage-label")
+        yield ProgressBar(total=None, show_eta=False, id="stage-bar")
+
+    def apply(self, event: dict[str, Any]) -> None:
+        """Follow one event of the job; pipeline-level events leave the current stage alone."""
+        stage, kind = event.get("stage"), event.get("type")
+        if stage == "pipeline" and kind != "error":
+            return
+        if kind == "start":
+            self.stage, self.state = stage, "running"
+            self.done = self.total = self.eta_s = None
+            self.unit = ""
+        elif kind == "progress":
+            if stage != self.stage:
+                self.stage, self.state = stage, "running"
+            self.done = event.get("done") if isinstance(event.get("done"), int) else self.done
+            self.total = event.get("total") if isinstance(event.get("total"), int) else None
+            self.unit = str(event.get("unit") or "")
+            self.eta_s = event.get("eta_s") if isinstance(event.get("eta_s"), (int, float)) else None
+        elif kind == "done":
+            self.stage = stage
+            self.state = "skipped" if event.get("skipped") else "done"
+            if self.total:
+                self.done = self.total
+        elif kind == "error":
+            self.stage = self.stage if stage == "pipeline" else stage
+            self.state = "failed"
+        else:
+            return
+        self._render_state()
+
+    def _render_state(self) -> None:
+        bar = self.query_one(ProgressBar)
+        if self.state in ("done", "skipped") and not self.total:
+            bar.update(total=1, progress=1)
+        else:
+            bar.update(total=self.total, progress=self.done or 0)
+        parts = [f"[b]{self.stage or '-'}[/b]", self.state]
+        if self.done is not None:
+            parts.append(f"{self.done}/{self.total if self.total is not None else '?'} {self.unit}".rstrip())
+        if self.eta_s and self.state == "running":
+            parts.append(f"eta {self.eta_s:.0f}s")
+        self.query_one("#stage-label", Label).update("  ".join(parts))
