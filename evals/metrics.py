@@ -193,7 +193,8 @@ def bleu(prediction: str, reference: str, tokenizer: str | Tokenizer | None = No
         return float(prediction.strip() == reference.strip())
     import sacrebleu
 
-    return float(sacrebleu.sentence_bleu(prediction, [reference], tokenize="char").score) / 100.0
+    value = float(sacrebleu.sentence_bleu(prediction, [reference], tokenize="char").score) / 100.0
+    return min(1.0, max(0.0, value))  # sacrebleu's float arithmetic can give 100.00000000000004
 
 
 Metric = Callable[[str, str, Any], float]

@@ -93,6 +93,7 @@ def compare(session_factory: sessionmaker[Session], eval_run_ids: dict[str, int]
     # the session, so the caller's sessionmaker settings (expire_on_commit) do not matter.
     by_role: dict[str, dict[str, tuple[str, str, str, str, dict[str, float]]]] = {}
     metric_names: list[str] = []
+    suite_order: list[str] = []  # the metrics in the order the suite lists them
     with session_scope(session_factory) as s:
         for role, rid in eval_run_ids.items():
             er = s.get(EvalRun, rid)
@@ -109,6 +110,9 @@ def compare(session_factory: sessionmaker[Session], eval_run_ids: dict[str, int]
                 scores = {sc.metric: sc.value for sc in p.scores}
                 metric_names.extend(m for m in scores if m not in metric_names)
                 rows[p.example_id] = (p.prompt, p.reference, p.cleaned, p.raw, scores)
+            for m in (er.params or {}).get("metrics", []):
+                if m not in suite_order:
+                    suite_order.append(m)
             runs[role] = RunInfo(
                 eval_run_id=rid,
                 role=role,
@@ -136,6 +140,7 @@ def compare(session_factory: sessionmaker[Session], eval_run_ids: dict[str, int]
             row.scores[role] = dict(got[4]) if got else {}
         examples.append(row)
 
+    metric_names = [m for m in suite_order if m in metric_names] + [m for m in metric_names if m not in suite_order]
     metrics: list[MetricRow] = []
     for metric in metric_names:
         values: dict[str, float | None] = {}

@@ -134,15 +134,19 @@ def _finish_run(session_factory: sessionmaker[Session], eval_run_id: int, status
 
 
 def aggregate(session_factory: sessionmaker[Session], eval_run_id: int) -> dict[str, float]:
-    """Mean of each metric over the eval run's predictions."""
+    """Mean of each metric over the eval run's predictions, in the suite's metric order."""
     with session_scope(session_factory) as s:
+        er = s.get(EvalRun, eval_run_id)
+        order = list((er.params or {}).get("metrics", [])) if er is not None else []
         rows = s.execute(
             select(Score.metric, func.avg(Score.value))
             .join(Prediction, Score.prediction_id == Prediction.id)
             .where(Prediction.eval_run_id == eval_run_id)
             .group_by(Score.metric)
         ).all()
-    return {metric: float(value) for metric, value in rows}
+    values = {metric: float(value) for metric, value in rows}
+    rank = {m: i for i, m in enumerate(order)}
+    return {m: values[m] for m in sorted(values, key=lambda m: (rank.get(m, len(rank)), m))}
 
 
 def _fmt(aggs: dict[str, float]) -> str:

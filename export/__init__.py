@@ -42,7 +42,7 @@ def to_gguf(source: ExportSource, ctx: RunContext, *, quant: str = "q4_k_m", ver
     from export.verify import verify_gguf
 
     events = ctx.events("export")
-    out = ctx.run_dir / "export"
+    out = ctx.run_dir / "export" / source.label  # each model in its own folder, with its own Modelfile
     out.mkdir(parents=True, exist_ok=True)
     events.start(source=str(source.adapter_dir or source.base_dir), quant=quant, label=source.label)
     steps = 4 if source.adapter_dir else 3
@@ -51,14 +51,14 @@ def to_gguf(source: ExportSource, ctx: RunContext, *, quant: str = "q4_k_m", ver
     hf_dir = source.base_dir
     if source.adapter_dir is not None:
         events.log(f"merging the adapter into a 16-bit copy of {source.base_dir.name}")
-        merged = merge_adapter(source.base_dir, source.adapter_dir, out / f"{source.label}-merged")
+        merged = merge_adapter(source.base_dir, source.adapter_dir, out / "merged")
         hf_dir = merged.merged_dir
         events.log(f"merge changed {merged.changed_tensors} weight tensors (max |change| {merged.max_abs_change:.2e})")
         _record(ctx, source, "merged", None, hf_dir, events)
         done += 1
         events.progress(done, steps, "steps")
 
-    f16 = out / f"{source.label}-f16.gguf"
+    f16 = out / f"{source.label}-f16.gguf"  # the label stays in the file name: Ollama shows it
     events.log(f"converting {hf_dir.name} to GGUF f16 with llama.cpp's converter")
     convert_to_gguf(hf_dir, f16, "f16")
     _record(ctx, source, "gguf", "f16", f16, events)
@@ -82,7 +82,6 @@ def to_gguf(source: ExportSource, ctx: RunContext, *, quant: str = "q4_k_m", ver
     else:
         report_dict = {"f16": report.summary()}
     artifact_id = _record(ctx, source, "gguf", quant, final, events) if quant != "f16" else _last_id(ctx, f16)
-    done += 1 if quant != "f16" else 0
     events.progress(steps, steps, "steps")
     sha = sha256_file(final)
     result = ExportResult(hf_dir, f16, final, quant, sha, final.stat().st_size, artifact_id, report_dict)

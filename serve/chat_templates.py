@@ -12,6 +12,7 @@ Modelfile SYSTEM as a system message in that case, so both prompts are then iden
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -272,11 +273,18 @@ class GGUFChatInfo:
 
 def read_gguf_chat_info(path: Path | str) -> GGUFChatInfo:
     """Chat template, BOS/EOS token texts and add_bos flag from a GGUF's metadata (no model load)."""
-    import gguf
-
     path = Path(path)
     if not path.is_file():
         raise ServeError(f"GGUF file not found: {path}", hint="check the path, or run `ollatune export` first")
+    st = path.stat()
+    return _read_gguf_chat_info(str(path.absolute()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _read_gguf_chat_info(path_str: str, size: int, mtime_ns: int) -> GGUFChatInfo:
+    import gguf
+
+    path = Path(path_str)
     try:
         reader = gguf.GGUFReader(str(path), "r")
     except Exception as e:  # noqa: BLE001 - any parse failure is a bad file for us

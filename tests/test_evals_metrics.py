@@ -84,7 +84,7 @@ def test_exact_match_normalisation():
 
 
 def test_bleu_char_level_scaled():
-    assert bleu("서울입니다", "서울입니다") == pytest.approx(1.0)
+    assert 0.999 < bleu("대한민국의 수도는 서울입니다", "대한민국의 수도는 서울입니다") <= 1.0
     partial = bleu("수도는 서울입니다", "대한민국의 수도는 서울입니다")
     assert 0.2 < partial < 1.0
     assert bleu("부산", "서울입니다") < 0.1

@@ -139,6 +139,7 @@ def test_run_end_to_end_cache_reuse_and_comparison(store, suite_file):
     assert first.skipped is False and set(first.eval_run_ids) == {"vanilla", "tuned"}
     assert first.aggregates["tuned"]["exact_match"] == pytest.approx(1.0)
     assert first.aggregates["vanilla"]["exact_match"] == pytest.approx(1 / 3)  # only the cleaned "서울입니다."
+    assert list(first.aggregates["tuned"]) == suite.metrics  # in the suite's order
 
     with session_scope(sf) as s:
         er = s.get(EvalRun, first.eval_run_ids["vanilla"])
@@ -185,6 +186,7 @@ def test_run_end_to_end_cache_reuse_and_comparison(store, suite_file):
     # The comparison: per metric and per example.
     cmp = compare(sf, first.eval_run_ids)
     assert cmp.roles == ["vanilla", "tuned"] and (cmp.baseline, cmp.candidate) == ("vanilla", "tuned")
+    assert [m.metric for m in cmp.metrics] == suite.metrics
     rows = {m.metric: m for m in cmp.metrics}
     em = rows["exact_match"]
     assert em.values == {"vanilla": pytest.approx(1 / 3), "tuned": pytest.approx(1.0)}

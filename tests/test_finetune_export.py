@@ -18,7 +18,7 @@ from workspace.settings import Settings
 
 pytestmark = pytest.mark.slow
 
-TINY = ["train.max_steps=2", "train.batch_size=2", "data.eval_rows=4", "data.max_seq_len=160",
+TINY = ["train.max_steps=2", "train.batch_size=2", "data.eval_rows=4", "data.max_seq_len=448",
         "train.lora.r=4", "train.lr=0.01", "export.verify_tokens=4"]
 
 

@@ -88,7 +88,8 @@ def test_store_records_full_lineage(pipeline_home):
 def test_modelfile_has_template_and_every_stop(pipeline_home):
     home, _, _ = pipeline_home
     run_dir = next((home / "runs").glob("demo-ko-*"))
-    modelfiles = list((run_dir / "export").glob("Modelfile*"))
+    modelfiles = sorted((run_dir / "export").glob("*/Modelfile"))
+    assert [m.parent.name for m in modelfiles] == ["tuned", "vanilla"]
     assert modelfiles
     text = modelfiles[0].read_text(encoding="utf-8")
     assert text.startswith("#") or "FROM" in text

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from serve.chat_templates import spec_from_gguf
+from serve.modelfile import parse_modelfile
 
 # captured before the autouse fixture points OLLAMA_HOST at an unused port
 _REAL_OLLAMA_HOST = os.environ.get("OLLATUNE_TEST_OLLAMA_HOST") or os.environ.get("OLLAMA_HOST")
@@ -61,7 +62,7 @@ class ClientChecks:
         assert entry.details.format == "gguf" and entry.details.family == "llama"
         shown = client.show(MODEL)
         assert shown.template == spec.go_template
-        assert shown.system == spec.system
+        assert parse_modelfile(shown.modelfile)["system"] == spec.system
         assert '"<|im_end|>"' in shown.parameters and "num_ctx" in shown.parameters
         assert shown.modelinfo["general.architecture"] == "llama"
 
@@ -149,18 +150,21 @@ class ClientChecks:
 @pytest.mark.slow
 class TestEmbeddedRuntime(ClientChecks):
     @pytest.fixture(scope="class")
-    def runtime(self, tmp_path_factory):
+    @classmethod
+    def runtime(cls, tmp_path_factory):
         from serve.runtime import EmbeddedRuntime
 
         with EmbeddedRuntime(store_dir=tmp_path_factory.mktemp("ollama-store")) as rt:
             yield rt
 
     @pytest.fixture(scope="class")
-    def host(self, runtime):
+    @classmethod
+    def host(cls, runtime):
         return runtime.url
 
     @pytest.fixture(scope="class")
-    def client(self, runtime):
+    @classmethod
+    def client(cls, runtime):
         import ollama
 
         client = ollama.Client(host=runtime.url)
@@ -222,14 +226,16 @@ def _real_daemon() -> str | None:
 @pytest.mark.slow
 class TestRealOllama(ClientChecks):
     @pytest.fixture(scope="class")
-    def host(self):
+    @classmethod
+    def host(cls):
         host = _real_daemon()
         if host is None:
             pytest.skip(f"no Ollama daemon answers at {_REAL_OLLAMA_HOST or 'OLLAMA_HOST (unset)'}; start `ollama serve` to run these")
         return host
 
     @pytest.fixture(scope="class")
-    def client(self, host):
+    @classmethod
+    def client(cls, host):
         import ollama
 
         client = ollama.Client(host=host)

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tui.app import OllatuneApp
+from tui.app import JobEvent, JobProgress, JobState, OllatuneApp
 from tui.screens.compare import CompareScreen
 from tui.screens.run import RunScreen
 from tui.screens.runs import RunsScreen, RunsTable
@@ -19,7 +19,16 @@ from tui.widgets.event_log import EventLog
 from tui.widgets.loss_plot import LossPlot
 from tui.widgets.stage_progress import StageProgress
 from workspace.settings import Settings
-from workspace.store import Artifact, EvalRun, Prediction, RegisteredModel, Score, TrainingRun, open_store, session_scope
+from workspace.store import (
+    Artifact,
+    EvalRun,
+    Prediction,
+    RegisteredModel,
+    Score,
+    TrainingRun,
+    open_store,
+    session_scope,
+)
 
 
 RUN_ID = "demo-ko-20260101-abc123"
@@ -402,3 +411,54 @@ def test_recipe_prompt_can_be_cancelled(workspace):
             assert app.job is None and isinstance(app.screen, RunsScreen)
 
     asyncio.run(scenario())
+
+
+def test_default_command_runs_the_real_cli_and_reports_its_error(workspace):
+    """Without job_command the app runs `python -m tui.cli pipeline RECIPE --events jsonl`; an unknown
+    recipe fails before any event, so the notification carries the CLI's stderr (what and what next)."""
+
+    async def scenario() -> None:
+        app = OllatuneApp(workspace)
+        async with app.run_test() as pilot:
+            await pilot.press("p")
+            await pilot.pause()
+            app.screen.query_one("#recipe").value = ""
+            await pilot.press(*"no-such-recipe", "enter")
+            await wait_until(pilot, lambda: app.job is not None and not app.job.running, timeout=60)
+            assert app.job.command[-4:] == ["pipeline", "no-such-recipe", "--events", "jsonl"]
+            [error] = [n for n in _notifications(app) if n.severity == "error"]
+            assert "exit code 1" in error.message
+            assert "no recipe named 'no-such-recipe'" in error.message and "demo-ko" in error.message
+
+    asyncio.run(scenario())
+
+
+def test_progress_messages_of_one_stage_coalesce():
+    job = JobState(recipe="demo-ko", command=["true"])
+    older = JobProgress(job, {"stage": "finetune", "type": "progress", "done": 1, "total": 9})
+    newer = JobProgress(job, {"stage": "finetune", "type": "progress", "done": 2, "total": 9})
+    assert older.can_replace(newer)
+    assert not older.can_replace(JobProgress(job, {"stage": "export", "type": "progress", "done": 1}))
+    assert not older.can_replace(JobEvent(job, {"stage": "finetune", "type": "metric", "step": 2}))
+    assert not older.can_replace(JobProgress(JobState("other", ["true"]), dict(newer.event)))
+
+
+def test_loss_plot_skips_values_it_cannot_draw():
+    plot = LossPlot()
+    assert plot.add_metric({"step": 1, "loss": 1.25, "eval_loss": 1.5})
+    assert not plot.add_metric({"step": 2, "loss": float("nan")})
+    assert not plot.add_metric({"loss": 1.0})
+    assert (plot.steps, plot.losses, plot.eval_losses) == ([1], [1.25], [1.5])
+
+
+def test_quitting_stops_a_running_job(workspace, tmp_path):
+    async def scenario() -> JobState:
+        app = OllatuneApp(workspace, job_command=_script(tmp_path, JOB_HANGS))
+        async with app.run_test() as pilot:
+            await _start_job(app, pilot)
+            await wait_until(pilot, lambda: app.job.events)
+            await pilot.press("q")
+        return app.job
+
+    job = asyncio.run(scenario())
+    assert job.process is not None and job.process.returncode is not None  # no orphan left behind

@@ -45,7 +45,9 @@ __all__ = [
 
 LINE_LIMIT = 8 * 2**20  # longest stdout line read from a job; longer ones are skipped
 STDERR_TAIL = 20  # stderr lines kept to explain a job that died without an error event
-ESCALATE_S = 5.0  # cancel: SIGINT, then SIGTERM after this long, then SIGKILL after as long again
+# Cancel: SIGINT (the job writes an "interrupted" event; a CPU step may take a while to notice), then
+# SIGTERM after ESCALATE_S, then SIGKILL after twice that.
+ESCALATE_S = 10.0
 QUIT_GRACE_S = 3.0
 
 
@@ -173,7 +175,8 @@ class OllatuneApp(App[None]):
 
     def action_pipeline(self) -> None:
         if self.job is not None and self.job.running:
-            self.notify(f"a job is running ({self.job.describe()}); press x to cancel it", severity="warning")
+            self.notify(f"a job is running ({self.job.describe()}); press x to cancel it", severity="warning",
+                        markup=False)
             return
         self.push_screen(RecipePrompt(DEFAULT_RECIPE), self._recipe_chosen)
 
@@ -249,18 +252,19 @@ class OllatuneApp(App[None]):
         job.launch_error = message.launch_error
         if message.launch_error:
             job.state = "failed"
-            self.notify(escape(message.launch_error), title="job did not start", severity="error", timeout=20)
+            self.notify(message.launch_error, title="job did not start", severity="error", timeout=20,
+                        markup=False)
         elif job.cancel_requested:
             job.state = "cancelled"
-            self.notify(f"{escape(job.recipe)}: cancelled (exit code {job.returncode})", title="job cancelled",
-                        severity="warning")
+            self.notify(f"{job.recipe}: cancelled (exit code {job.returncode})", title="job cancelled",
+                        severity="warning", markup=False)
         elif job.returncode == 0 and job.error is None:
             job.state = "done"
-            self.notify(f"{escape(job.recipe)}: finished" + (f" ({escape(job.run_id)})" if job.run_id else ""),
-                        title="job done")
+            self.notify(f"{job.recipe}: finished" + (f" ({job.run_id})" if job.run_id else ""), title="job done",
+                        markup=False)
         else:
             job.state = "failed"
-            self.notify(self._failure_text(job), title="job failed", severity="error", timeout=30)
+            self.notify(self._failure_text(job), title="job failed", severity="error", timeout=30, markup=False)
         self._sync_job_screen(job)
         for screen in self.screen_stack:
             if isinstance(screen, RunsScreen):
@@ -270,9 +274,9 @@ class OllatuneApp(App[None]):
     def _failure_text(job: JobState) -> str:
         if job.error is not None:
             e = job.error
-            text = f"{escape(str(e.get('stage', '?')))}: {escape(str(e.get('message') or 'error'))}"
+            text = f"{e.get('stage', '?')}: {e.get('message') or 'error'}"
             if e.get("hint"):
-                text += f"\nnext: {escape(str(e['hint']))}"
+                text += f"\nnext: {e['hint']}"
             return text + f"\n(exit code {job.returncode})"
         text = f"exit code {job.returncode}"
         if job.returncode is not None and job.returncode < 0:
@@ -282,7 +286,7 @@ class OllatuneApp(App[None]):
                 pass
         last = [line for line in job.stderr_tail if line.strip()][-3:]
         if last:
-            text += "\n" + escape("\n".join(last))
+            text += "\n" + "\n".join(last)
         return text
 
     def _sync_job_screen(self, job: JobState) -> None:
@@ -299,7 +303,7 @@ class OllatuneApp(App[None]):
         job.signal(signal.SIGINT)  # the pipeline writes an "interrupted" event and exits
         self.set_timer(ESCALATE_S, lambda: job.signal(signal.SIGTERM) if job.running else None)
         self.set_timer(2 * ESCALATE_S, lambda: job.signal(signal.SIGKILL) if job.running else None)
-        self.notify(f"cancelling {escape(job.recipe)} (pid {job.pid})", severity="warning")
+        self.notify(f"cancelling {job.recipe} (pid {job.pid})", severity="warning", markup=False)
         self._sync_job_screen(job)
 
     def action_show_job(self) -> None:
@@ -324,8 +328,8 @@ class OllatuneApp(App[None]):
         # Workers run with exit_on_error=False: their errors land here instead of ending the app.
         if event.state == WorkerState.ERROR:
             error = event.worker.error
-            self.notify(escape(f"{event.worker.description or event.worker.name}: {error!r}"),
-                        title="internal error", severity="error", timeout=30)
+            self.notify(f"{event.worker.description or event.worker.name}: {error!r}", title="internal error",
+                        severity="error", timeout=30, markup=False)
             job = self.job
             if event.worker.group == "job" and job is not None and job.running:
                 job.signal(signal.SIGKILL)
@@ -343,7 +347,8 @@ async def _keep_tail(stream: asyncio.StreamReader | None, tail: deque[str]) -> N
             continue
         if not line:
             return
-        tail.append(line.decode("utf-8", errors="replace").rstrip())
+        # keep what a progress bar redrawing with carriage returns showed last
+        tail.append(line.decode("utf-8", errors="replace").rstrip().rsplit("\r", 1)[-1])
 
 
 def run_app(settings: Settings) -> None:

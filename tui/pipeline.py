@@ -3,6 +3,7 @@ outputs already exist for identical inputs (content hashes), so a re-run after a
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -210,7 +211,7 @@ def _serve_stage(recipe: Recipe, ctx: RunContext, endpoint, exported: dict, resu
 
         spec = serve.detect_template(render_jinja)
         if recipe.model.system and role == "tuned":
-            spec = spec.model_copy(update={"system": recipe.model.system}) if hasattr(spec, "model_copy") else spec
+            spec = dataclasses.replace(spec, system=recipe.model.system)
         serve.require_parity(render_jinja, spec)
         events.log(f"{role}: chat template family {spec.family}, stops {spec.stop}; template parity holds")
         params = dict(recipe.serve.parameters)

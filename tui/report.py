@@ -18,9 +18,13 @@ def print_comparison(console: Console, comparison, examples: int = 0) -> None:  
     for row in comparison.metrics:
         v, t = row.values.get("vanilla"), row.values.get("tuned")
         delta = row.delta
-        style = "green" if delta is not None and delta > 0 else ("red" if delta is not None and delta < 0 else "")
-        table.add_row(row.metric, _f(v), _f(t), f"[{style}]{delta:+.4f}[/]" if delta is not None else "-",
-                      row.winner or "tie")
+        if delta is None:
+            delta_cell = "-"
+        elif delta == 0:
+            delta_cell = f"{delta:+.4f}"
+        else:
+            delta_cell = f"[{'green' if delta > 0 else 'red'}]{delta:+.4f}[/]"
+        table.add_row(row.metric, _f(v), _f(t), delta_cell, row.winner or "tie")
     console.print(table)
     for ex in comparison.examples[:examples]:
         console.print(f"[bold]{ex.example_id}[/] {ex.question}")

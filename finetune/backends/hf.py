@@ -115,6 +115,7 @@ def build_trainer(job: TrainJob, total_steps: int | None = None):  # noqa: ANN20
         seed=t.seed,
         data_seed=t.seed,
         bf16=cuda,
+        gradient_checkpointing=cuda,  # recomputation only pays off for GPU memory
         use_cpu=not cuda,
         report_to="none",
         max_length=recipe.data.max_seq_len,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.markup import escape
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.markup import escape
 from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
@@ -163,5 +163,6 @@ class CompareScreen(Screen):
                  f"[b]reference[/b] {escape(ex.reference)}"]
         for role in c.roles:
             scores = ", ".join(f"{k} {v:.3f}" for k, v in ex.scores.get(role, {}).items())
-            lines.append(f"[b]{escape(role)}[/b] [dim]({escape(scores)})[/dim]  {escape(ex.outputs.get(role) or '—')}")
+            output = escape(ex.outputs.get(role) or "—")
+            lines.append(f"[b]{escape(role)}[/b] [dim]({escape(scores)})[/dim]  {output}")
         self.query_one("#example-detail", Static).update("\n".join(lines))

@@ -29,7 +29,7 @@ class RecipePrompt(ModalScreen[str | None]):
     DEFAULT_CSS = """
     RecipePrompt { align: center middle; }
     RecipePrompt > Vertical { width: 70; height: auto; padding: 1 2; border: thick $primary; background: $surface; }
-    RecipePrompt Label { margin-bottom: 1; }
+    RecipePrompt Label { width: 100%; margin-bottom: 1; }
     """
 
     def __init__(self, default: str = DEFAULT_RECIPE) -> None:

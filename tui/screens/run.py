@@ -8,9 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.markup import escape
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.markup import escape
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
@@ -62,6 +62,8 @@ class RunScreen(Screen):
             self.set_interval(POLL_S, self.poll_log)
         elif self.job is not None:
             self.sync_job()
+        else:
+            self.query_one(EventLog).write(f"no {EVENTS_FILE} for this run: its folder is not in the workspace")
         self._show_title()
 
     def poll_log(self) -> None:
@@ -110,7 +112,7 @@ class RunScreen(Screen):
                     bits.append(f"{key} {m[key]:{fmt}}")
             parts.append("  ".join(bits))
         if self.job is not None:
-            parts.append(f"job {escape(self.job.recipe)}: {self.job.describe()}")
+            parts.append(f"job {escape(self.job.recipe)}: {escape(self.job.describe())}")
         self.query_one("#run-title", Static).update("  ·  ".join(parts))
 
     def action_back(self) -> None:

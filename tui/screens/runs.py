@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from rich.markup import escape
+from rich.markup import escape as escape_rich
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.markup import escape
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
@@ -75,7 +76,7 @@ class RunsScreen(Screen):
 
     def on_runs_loaded(self, message: RunsLoaded) -> None:
         if message.error and message.error != self._last_error:
-            self.notify(escape(message.error), title="runs", severity="error")
+            self.notify(message.error, title="runs", severity="error", markup=False)
         self._last_error = message.error
         if message.error:
             return
@@ -84,9 +85,9 @@ class RunsScreen(Screen):
         selected = self.selected_run()
         table.clear()
         for r in message.runs:
-            status = f"[{STATUS_STYLE[r.status]}]{r.status}[/]" if r.status in STATUS_STYLE else escape(r.status)
+            status = f"[{STATUS_STYLE[r.status]}]{r.status}[/]" if r.status in STATUS_STYLE else escape_rich(r.status)
             table.add_row(
-                escape(r.run_id), status, "-" if r.steps is None else str(r.steps),
+                escape_rich(r.run_id), status, "-" if r.steps is None else str(r.steps),
                 "-" if r.final_loss is None else f"{r.final_loss:.4f}", str(r.evals),
                 r.started.astimezone().strftime("%Y-%m-%d %H:%M") if r.started else "-",
                 key=r.run_id,
@@ -96,7 +97,8 @@ class RunsScreen(Screen):
             table.move_cursor(row=index)
         home = self.app.settings.home  # type: ignore[attr-defined]
         if message.runs:
-            hint = f"{len(message.runs)} runs in {escape(str(home))}  ·  enter: open  ·  c: compare  ·  p: new pipeline run"
+            hint = (f"{len(message.runs)} runs in {escape(str(home))}  ·  enter: open  ·  c: compare"
+                    "  ·  p: new pipeline run")
         else:
             hint = f"no runs in {escape(str(home))} yet: press p to run the pipeline (recipe demo-ko)"
         self.query_one("#runs-hint", Static).update(hint)

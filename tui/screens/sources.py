@@ -120,14 +120,27 @@ def run_folders(settings: Settings) -> dict[str, Path]:
     return {p.name: p for p in settings.runs_dir.iterdir() if (p / EVENTS_FILE).is_file()}
 
 
+# path -> (mtime_ns, size, summary of a log that is not stale): the runs screen refreshes every few
+# seconds and should not re-read every finished run's log each time.
+_SUMMARIES: dict[Path, tuple[int, int, EventsSummary]] = {}
+
+
 def summarize_folder(run_dir: Path, now: float | None = None) -> EventsSummary:
     path = run_dir / EVENTS_FILE
     now = time.time() if now is None else now
     try:
-        stale = now - path.stat().st_mtime > STALE_AFTER_S
+        st = path.stat()
     except OSError:
-        stale = True
-    return summarize_events(EventTail(path).read_new(), stale=stale)
+        return EventsSummary("missing", None, None, None)
+    cached = _SUMMARIES.get(path)
+    if cached is not None and cached[:2] == (st.st_mtime_ns, st.st_size):
+        summary = cached[2]
+    else:
+        summary = summarize_events(EventTail(path).read_new())
+        _SUMMARIES[path] = (st.st_mtime_ns, st.st_size, summary)
+    if summary.status == "running" and now - st.st_mtime > STALE_AFTER_S:
+        return EventsSummary("stopped", summary.steps, summary.final_loss, summary.started)
+    return summary
 
 
 def load_runs(settings: Settings) -> list[RunSummary]:
@@ -171,7 +184,9 @@ def _store_runs(settings: Settings) -> list[RunSummary]:
     factory = open_store(settings.db_path)
     rows: list[RunSummary] = []
     with session_scope(factory) as s:
-        evals = dict(s.execute(select(EvalRun.run_id, func.count(EvalRun.id)).group_by(EvalRun.run_id)).all())
+        # Finished evaluations: the ones a comparison can use.
+        evals = dict(s.execute(select(EvalRun.run_id, func.count(EvalRun.id)).where(EvalRun.status == "done")
+                               .group_by(EvalRun.run_id)).all())
         seen = set()
         for tr in s.scalars(select(TrainingRun)):
             seen.add(tr.run_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from textual_plotext import PlotextPlot
@@ -26,11 +27,11 @@ class LossPlot(PlotextPlot):
         if not isinstance(step, (int, float)):
             return False
         added = False
-        if isinstance(event.get("loss"), (int, float)):
+        if _finite(event.get("loss")):
             self.steps.append(int(step))
             self.losses.append(float(event["loss"]))
             added = True
-        if isinstance(event.get("eval_loss"), (int, float)):
+        if _finite(event.get("eval_loss")):
             self.eval_steps.append(int(step))
             self.eval_losses.append(float(event["eval_loss"]))
             added = True
@@ -46,3 +47,8 @@ class LossPlot(PlotextPlot):
         if self.eval_losses:
             plt.plot(self.eval_steps, self.eval_losses, label="eval", marker="braille")
         self.refresh()
+
+
+def _finite(value: Any) -> bool:
+    """A number worth drawing: a diverged run logs NaN or inf losses, which the plot cannot scale to."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
