@@ -24,6 +24,10 @@ def merge_adapter(base_dir: Path, adapter_dir: Path, out_dir: Path, dtype: str =
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from workspace.quiet import quiet_libraries
+
+    quiet_libraries()
+
     if not (Path(adapter_dir) / "adapter_config.json").exists():
         raise ExportError(f"{adapter_dir} holds no adapter_config.json", "run the finetune stage first")
     ensure_free_space(out_dir.parent, 2 * tree_bytes(base_dir) + (64 << 20), "the merged model")

@@ -48,6 +48,10 @@ def verify_gguf(gguf: Path, hf_dir: Path, *, tokens: int = 8, strict: bool = Tru
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from workspace.quiet import quiet_libraries
+
+    quiet_libraries()
+
     tok = AutoTokenizer.from_pretrained(str(hf_dir))
     try:
         llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=512, n_threads=None, verbose=False, seed=0)

@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 app = typer.Typer(
     name="ollatune",
@@ -100,7 +101,7 @@ def data_validate(
 
     loaded = load_alpaca(path)
     for w in loaded.warnings:
-        err.print(f"[yellow]warning[/] {w}")
+        err.print(f"[yellow]warning[/] {escape(w)}")
     out.print(f"{path}: {len(loaded.rows)} rows OK, sha256 {loaded.sha256[:12]}, "
               f"{sum(1 for r in loaded.rows if r['input'].strip())} with input")
 
@@ -145,7 +146,7 @@ def _client(start_embedded: bool = False):  # noqa: ANN202
 
     settings = _settings()
     if start_embedded:
-        sink = EventSink("cli", None, listeners=[lambda e: err.print(f"[dim]{e.get('message', '')}[/]")
+        sink = EventSink("cli", None, listeners=[lambda e: err.print(f"[dim]{escape(str(e.get('message', '')))}[/]")
                                                 if e["type"] == "log" else None])
         endpoint = ensure_ollama(settings, sink.stage("serve"))
         return ollama.Client(host=endpoint.host), endpoint
@@ -284,8 +285,8 @@ def main() -> None:
 
         where = f"{exc.stage}: " if isinstance(exc, StageFailed) else ""
         message = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-        err.print(f"[bold red]error[/] {where}{message}")
-        err.print(f"[yellow]next:[/] {error_hint(exc)}")
+        err.print(f"[bold red]error[/] {escape(where + message)}")
+        err.print(f"[yellow]next:[/] {escape(error_hint(exc))}")
         sys.exit(1)
 
 

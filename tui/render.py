@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 
 class EventPrinter:
@@ -23,10 +24,11 @@ class EventPrinter:
         c = self.console
         if kind == "start":
             extra = ", ".join(f"{k}={v}" for k, v in e.items() if k not in ("ts", "run", "stage", "type"))
-            c.print(f"{tag} [bold]start[/] {extra}")
+            c.print(f"{tag} [bold]start[/] {escape(extra)}")
         elif kind == "log":
             style = {"warning": "yellow", "error": "red"}.get(e.get("level", "info"), "")
-            c.print(f"{tag} [{style}]{e.get('message', '')}[/]" if style else f"{tag} {e.get('message', '')}")
+            msg = escape(str(e.get("message", "")))
+            c.print(f"{tag} [{style}]{msg}[/]" if style else f"{tag} {msg}")
         elif kind == "metric":
             step = e.get("step", 0)
             if step == 1 or step % self.metric_every == 0:
@@ -46,15 +48,15 @@ class EventPrinter:
         elif kind == "artifact":
             size = e.get("bytes")
             size_s = f" ({size / 2**20:.1f} MiB)" if size else ""
-            c.print(f"{tag} [green]artifact[/] {e.get('kind')}: {e.get('path')}{size_s}")
+            c.print(f"{tag} [green]artifact[/] {e.get('kind')}: {escape(str(e.get('path')))}{size_s}")
         elif kind == "done":
             if e.get("skipped"):
                 c.print(f"{tag} [dim]skipped: outputs exist for identical inputs[/]")
             else:
                 extra = ", ".join(f"{k}={v}" for k, v in e.items()
                                   if k not in ("ts", "run", "stage", "type") and not isinstance(v, (dict, list)))
-                c.print(f"{tag} [bold green]done[/] {extra}")
+                c.print(f"{tag} [bold green]done[/] {escape(extra)}")
         elif kind == "error":
-            c.print(f"{tag} [bold red]error[/] {e.get('message')}")
+            c.print(f"{tag} [bold red]error[/] {escape(str(e.get('message')))}")
             if e.get("hint"):
-                c.print(f"{tag} [yellow]next:[/] {e['hint']}")
+                c.print(f"{tag} [yellow]next:[/] {escape(str(e['hint']))}")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from finetune.backends import BackendResult, TrainJob
 from workspace.files import atomic_path
+from workspace.quiet import quiet_libraries
 
 
 def _metric_callback(job: TrainJob, total_steps: int):  # noqa: ANN202
@@ -75,8 +76,10 @@ def build_trainer(job: TrainJob, total_steps: int | None = None):  # noqa: ANN20
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from trl import SFTConfig, SFTTrainer
 
+    quiet_libraries()
     recipe, t = job.recipe, job.recipe.train
     cuda = torch.cuda.is_available()
     torch.manual_seed(t.seed)
@@ -135,6 +138,9 @@ def build_trainer(job: TrainJob, total_steps: int | None = None):  # noqa: ANN20
         peft_config=lora,
         callbacks=[callback],
     )
+    # The trainer's own printers would write dicts to stdout; progress goes out as events instead.
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
     return trainer, callback
 
 
