@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from finetune.backends import BackendResult, TrainJob
+from finetune.batching import bucketed_order
 from workspace.files import atomic_path
 from workspace.quiet import quiet_libraries
 
@@ -127,8 +128,13 @@ def build_trainer(job: TrainJob, total_steps: int | None = None):  # noqa: ANN20
         dataloader_num_workers=0,
         include_num_input_tokens_seen="all",
         disable_tqdm=True,
+        train_sampling_strategy="sequential",
     )
-    dataset = Dataset.from_list(job.train_rows)
+    # Rows in length-bucketed, shuffled batches, read in that order (the sampler stays sequential).
+    lengths = [len(tokenizer.apply_chat_template(r["prompt"] + r["completion"], tokenize=True, return_dict=False))
+               for r in job.train_rows]
+    order = bucketed_order(lengths, t.batch_size, t.seed, t.max_steps * t.batch_size * t.grad_accum)
+    dataset = Dataset.from_list([job.train_rows[i] for i in order])
     callback = _metric_callback(job, t.max_steps)
     trainer = SFTTrainer(
         model=model,
