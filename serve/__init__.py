@@ -7,8 +7,7 @@ Light modules (errors, gotemplate, chat_templates, parity, modelfile) load on fi
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from workspace.lazy import lazy_exports
 
 _EXPORTS = {
     # errors
@@ -60,14 +59,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'serve' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

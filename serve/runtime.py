@@ -28,7 +28,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -611,6 +611,29 @@ async def _ndjson(items: Iterator[dict]) -> Response:
 
     return StreamingResponse(gen(), media_type="application/x-ndjson")
 
+async def _respond(gen: Iterator[dict], base: dict, stream: bool, wrap: Callable[[str], dict]) -> Response:
+    """Stream the engine's pieces as NDJSON, or join them into one response; ``wrap`` puts text where
+    the endpoint keeps it (``message.content`` for chat, ``response`` for generate)."""
+    texts: list[str] = []
+
+    def chunks() -> Iterator[dict]:
+        try:
+            for part in gen:
+                if "text" in part:
+                    texts.append(part["text"])
+                    yield {**base, "created_at": _now_iso(), **wrap(part["text"]), "done": False}
+                else:
+                    part.pop("_prompt_tokens", None)
+                    yield {**base, "created_at": _now_iso(), **wrap(""), **part}
+        finally:
+            gen.close()
+
+    if stream:
+        return await _ndjson(chunks())
+    parts = await run_in_threadpool(lambda: list(chunks()))
+    return JSONResponse({**parts[-1], **wrap("".join(texts))})
+
+
 
 def _format_parameters(params: dict) -> str:
     lines = []
@@ -892,23 +915,7 @@ class _Api:
         prompt = self._chat_prompt(rec, messages, data.get("tools"))
         gen = self.engine.generate(rec, prompt, opts, data.get("format"), data.get("keep_alive"))
 
-        def chunks() -> Iterator[dict]:
-            try:
-                for part in gen:
-                    if "text" in part:
-                        yield {**base, "created_at": _now_iso(), "message": {"role": "assistant", "content": part["text"]}, "done": False}
-                    else:
-                        part.pop("_prompt_tokens", None)
-                        yield {**base, "created_at": _now_iso(), "message": {"role": "assistant", "content": ""}, **part}
-            finally:
-                gen.close()
-
-        if stream:
-            return await _ndjson(chunks())
-        parts = await run_in_threadpool(lambda: list(chunks()))
-        final = dict(parts[-1])
-        final["message"] = {"role": "assistant", "content": "".join(p["message"]["content"] for p in parts[:-1])}
-        return JSONResponse(final)
+        return await _respond(gen, base, stream, lambda text: {"message": {"role": "assistant", "content": text}})
 
     async def generate(self, request: Request) -> Response:
         data = await _body(request)
@@ -936,23 +943,7 @@ class _Api:
                 raise ApiError(400, f"template error: {e.message}") from None
         gen = self.engine.generate(rec, text, opts, data.get("format"), data.get("keep_alive"))
 
-        def chunks() -> Iterator[dict]:
-            try:
-                for part in gen:
-                    if "text" in part:
-                        yield {**base, "created_at": _now_iso(), "response": part["text"], "done": False}
-                    else:
-                        part.pop("_prompt_tokens", None)
-                        yield {**base, "created_at": _now_iso(), "response": "", **part}
-            finally:
-                gen.close()
-
-        if stream:
-            return await _ndjson(chunks())
-        parts = await run_in_threadpool(lambda: list(chunks()))
-        final = dict(parts[-1])
-        final["response"] = "".join(p["response"] for p in parts[:-1])
-        return JSONResponse(final)
+        return await _respond(gen, base, stream, lambda text: {"response": text})
 
 
 def _wrap(fn):
