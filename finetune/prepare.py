@@ -8,11 +8,13 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from finetune.data import load_alpaca, split_rows
-from finetune.formats import alpaca_to_messages
-from finetune.recipe import Recipe, builtin_data_path
+from finetune.data import DatasetError
+from finetune.recipe import Recipe
+from finetune.samples import open_records, resolve_source
+from finetune.splits import split_examples, write_split
+from finetune.validate import ValidationConfig, validate, write_rejects
 from workspace.context import RunContext
-from workspace.files import atomic_path
+from workspace.files import atomic_path, sha256_file
 from workspace.store import Dataset, session_scope
 
 
@@ -22,49 +24,53 @@ class PreparedData:
     dataset_sha256: str
     dataset_id: int
     train_path: Path  # conversational prompt/completion rows
-    heldout_path: Path  # rows in the dataset's own layout, for evaluation
+    heldout_path: Path  # test rows in the dataset's own layout, for evaluation
     train_rows: int
     heldout_rows: int
 
 
 def resolve_data_path(ref: str) -> Path:
-    if ref.startswith("builtin:"):
-        return builtin_data_path(ref.split(":", 1)[1])
-    return Path(ref).expanduser()
-
-
-def to_prompt_completion(row: dict, system: str | None) -> dict:
-    messages = alpaca_to_messages(row, system)
-    return {"prompt": messages[:-1], "completion": messages[-1:]}
-
-
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return Path(resolve_source(ref)[0]).expanduser()
 
 
 def prepare_data(recipe: Recipe, ctx: RunContext) -> PreparedData:
     events = ctx.events("data")
-    path = resolve_data_path(recipe.data.path)
-    events.start(path=str(path), format=recipe.data.format)
-    loaded = load_alpaca(path)
-    for warning in loaded.warnings[:20]:
-        events.log(warning, level="warning")
-    train, heldout = split_rows(loaded.rows, recipe.data.eval_rows, recipe.data.seed)
+    source, task = resolve_source(recipe.data.path, recipe.data.format)
+    path = Path(source).expanduser()
+    events.start(path=str(path), format=task)
+    cfg = ValidationConfig(task=task, fields=dict(recipe.data.fields), system=recipe.model.system,
+                           near_duplicates=False, max_seq_len=recipe.data.max_seq_len)
+    if task == "text2sql":
+        from finetune.samples import sample_databases
+
+        cfg.databases = sample_databases(ctx.settings.home / "databases")
+    from finetune.sources import SourceError
+
+    try:
+        examples, report = validate(open_records(source), cfg, source=str(path))
+    except SourceError as e:
+        raise DatasetError(str(e), e.hint) from None
+    if report.rejects:
+        rejects = write_rejects(ctx.run_dir / "data" / "rejects.jsonl", report)
+        first = report.rejects[0]
+        raise DatasetError(f"{path}:{first.line}: {first.reason}" + (f" ({len(report.rejects) - 1} more rows rejected)"
+                                                                     if len(report.rejects) > 1 else ""),
+                           f"fix the rows listed in {rejects} (or check them with `ollatune data validate {path}`)")
+    parts = split_examples(examples, test=recipe.data.eval_rows, seed=recipe.data.seed)
     train_path = ctx.run_dir / "data" / "train.jsonl"
     heldout_path = ctx.run_dir / "data" / "heldout.jsonl"
-    _write_jsonl(train_path, [to_prompt_completion(r, recipe.model.system) for r in train])
-    _write_jsonl(heldout_path, heldout)
+    with atomic_path(train_path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        for ex in parts["train"]:
+            f.write(json.dumps(ex.prompt_completion(), ensure_ascii=False) + "\n")
+    write_split(heldout_path, parts["test"])
+    sha = sha256_file(path) if path.is_file() else ""
     with session_scope(ctx.store) as s:
-        ds = s.scalar(select(Dataset).where(Dataset.sha256 == loaded.sha256))
+        ds = s.scalar(select(Dataset).where(Dataset.sha256 == sha))
         if ds is None:
-            ds = Dataset(name=path.stem, path=str(path.resolve()), sha256=loaded.sha256, format=loaded.format,
-                         rows=len(loaded.rows))
+            ds = Dataset(name=path.stem, path=str(path.resolve()), sha256=sha, format=task, rows=report.total)
             s.add(ds)
             s.flush()
         dataset_id = ds.id
-    events.artifact("dataset", path, sha256=loaded.sha256, bytes=path.stat().st_size)
-    events.done(rows=len(loaded.rows), train_rows=len(train), heldout_rows=len(heldout),
-                warnings=len(loaded.warnings))
-    return PreparedData(path, loaded.sha256, dataset_id, train_path, heldout_path, len(train), len(heldout))
+    events.artifact("dataset", path, sha256=sha, bytes=path.stat().st_size if path.is_file() else None)
+    events.done(rows=report.total, train_rows=len(parts["train"]), heldout_rows=len(parts["test"]))
+    return PreparedData(path, sha, dataset_id, train_path, heldout_path, len(parts["train"]), len(parts["test"]))

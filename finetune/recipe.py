@@ -28,8 +28,11 @@ class ModelSection(_Section):
 
 
 class DataSection(_Section):
-    path: str = Field("builtin:ko_instructions", description="Rows file (.jsonl/.json/.csv) or builtin:<name>.")
-    format: Literal["alpaca"] = "alpaca"
+    path: str = Field("builtin:ko_instructions", description="A shipped sample (ko-alpaca, ko-text2sql, ko-qa), "
+                      "a .jsonl/.json/.csv/.parquet file, or hf:<dataset id>.")
+    format: Literal["alpaca", "text2sql", "qa", "raft", "chat"] = "alpaca"
+    fields: dict[str, str] = Field(default_factory=dict, description="Map format fields to your columns: "
+                                   "{output: answer}.")
     eval_rows: int = Field(24, ge=0, description="Rows held out (from the end, after a seeded shuffle) for evaluation.")
     seed: int = 0
     max_seq_len: int = Field(512, ge=32)

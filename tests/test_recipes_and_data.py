@@ -4,9 +4,11 @@ import json
 
 import pytest
 
-from finetune.data import DatasetError, load_alpaca, split_rows
+from finetune.examples import adapt
 from finetune.formats import alpaca_to_messages, alpaca_user_message
-from finetune.prepare import to_prompt_completion
+from finetune.sources import SourceError, read_records
+from finetune.splits import SplitError, split_examples
+from finetune.validate import ValidationConfig, validate
 from finetune.recipe import Recipe, RecipeError, builtin_data_path, load_recipe, shipped_recipes
 
 
@@ -38,44 +40,52 @@ def test_unknown_recipe_lists_shipped_ones():
     assert "demo-ko" in e.value.hint
 
 
+def _validate(path, task="alpaca"):
+    return validate(read_records(path), ValidationConfig(task=task), source=str(path))
+
+
 def test_shipped_korean_sample_is_valid_and_large_enough():
-    ds = load_alpaca(builtin_data_path("ko_instructions"))
-    assert len(ds.rows) >= 200
-    assert not ds.warnings
-    hangul = sum(1 for r in ds.rows if any("\uac00" <= ch <= "\ud7a3" for ch in r["output"]))
-    assert hangul == len(ds.rows)
-    assert sum(1 for r in ds.rows if r["input"].strip()) >= 20
+    examples, report = _validate(builtin_data_path("ko_instructions"))
+    assert report.ok and len(examples) >= 200
+    assert all(any("\uac00" <= ch <= "\ud7a3" for ch in ex.response) for ex in examples)
+    assert sum(1 for ex in examples if ex.fields["input"].strip()) >= 20
 
 
-def test_malformed_row_reports_file_and_line(tmp_path):
+def test_malformed_rows_are_rejected_by_line_and_valid_rows_go_on(tmp_path):
     p = tmp_path / "bad.jsonl"
     good = json.dumps({"instruction": "a", "input": "", "output": "b"}, ensure_ascii=False)
-    p.write_text(good + "\n" + good + "\n{not json\n", encoding="utf-8")
-    with pytest.raises(DatasetError, match=r"bad.jsonl:3: not valid JSON"):
-        load_alpaca(p)
-    p.write_text(good + "\n" + json.dumps({"instruction": "x"}) + "\n", encoding="utf-8")
-    with pytest.raises(DatasetError, match=r"bad.jsonl:2: missing field 'output'"):
-        load_alpaca(p)
-    p.write_text(json.dumps({"instruction": "x", "output": 3}) + "\n", encoding="utf-8")
-    with pytest.raises(DatasetError, match=r"bad.jsonl:1: field 'output' is int"):
-        load_alpaca(p)
-    with pytest.raises(DatasetError, match="does not exist"):
-        load_alpaca(tmp_path / "missing.jsonl")
+    rows = [good, "{not json", json.dumps({"instruction": "x"}), json.dumps({"instruction": "x", "output": 3}),
+            json.dumps({"instruction": "y", "output": "z"}), good]
+    p.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    examples, report = _validate(p)
+    reasons = {r.line: r.reason for r in report.rejects}
+    assert reasons[2].startswith("not valid JSON")
+    assert reasons[3] == "missing field 'output'"
+    assert reasons[4] == "field 'output' is int, expected text"
+    assert reasons[6] == "exact duplicate of line 1"
+    assert [ex.line for ex in examples] == [1, 5]
+    with pytest.raises(SourceError, match="does not exist"):
+        list(read_records(tmp_path / "missing.jsonl"))
 
 
 def test_split_is_seeded_and_disjoint():
-    rows = [{"instruction": f"q{i}", "input": "", "output": f"a{i}"} for i in range(50)]
-    a_train, a_held = split_rows(rows, 10, seed=0)
-    b_train, b_held = split_rows(rows, 10, seed=0)
-    assert a_held == b_held and len(a_held) == 10 and len(a_train) == 40
-    assert not {r["instruction"] for r in a_train} & {r["instruction"] for r in a_held}
-    with pytest.raises(DatasetError):
-        split_rows(rows, 50, seed=0)
+    examples = [adapt({"instruction": f"q{i}", "output": f"a{i}"}, "alpaca", line=i) for i in range(50)]
+    a = split_examples(examples, validation=5, test=10, seed=0)
+    b = split_examples(examples, validation=5, test=10, seed=0)
+    assert [e.line for e in a["test"]] == [e.line for e in b["test"]]
+    assert (len(a["train"]), len(a["validation"]), len(a["test"])) == (35, 5, 10)
+    assert not {e.line for e in a["train"]} & {e.line for e in a["test"]}
+    with pytest.raises(SplitError):
+        split_examples(examples, test=50, seed=0)
+    leaky = examples + [adapt({"instruction": "q0", "output": "a0"}, "alpaca", line=99)]
+    with pytest.raises(SplitError, match="also appear in the training split"):
+        for seed in range(20):  # some seed puts one copy in train and the other in test
+            split_examples(leaky, test=25, seed=seed)
 
 
 def test_prompt_completion_rows_use_the_shared_user_message():
     row = {"instruction": "요약해 주세요.", "input": "긴 글", "output": "짧은 글입니다."}
-    pc = to_prompt_completion(row, system="시스템")
+    pc = adapt(row, "alpaca", system="시스템").prompt_completion()
     assert pc["prompt"] == [{"role": "system", "content": "시스템"},
                             {"role": "user", "content": alpaca_user_message("요약해 주세요.", "긴 글")}]
     assert pc["completion"] == [{"role": "assistant", "content": "짧은 글입니다."}]

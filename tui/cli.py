@@ -23,7 +23,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-data_app = typer.Typer(help="Inspect and validate datasets.", no_args_is_help=True)
+from tui.data_cli import data_app  # noqa: E402
+
 app.add_typer(data_app, name="data")
 
 out = Console(highlight=False, soft_wrap=True)
@@ -90,20 +91,6 @@ def recipes() -> None:
     for name, path in shipped_recipes().items():
         r = load_recipe(path)
         out.print(f"{name:<20} {r.description}")
-
-
-@data_app.command("validate")
-def data_validate(
-    path: Annotated[Path, typer.Argument(help="A .jsonl/.json/.csv file in the KoAlpaca layout.")],
-) -> None:
-    """Check every row (instruction, input, output) and report problems by file and line."""
-    from finetune.data import load_alpaca
-
-    loaded = load_alpaca(path)
-    for w in loaded.warnings:
-        err.print(f"[yellow]warning[/] {escape(w)}")
-    out.print(f"{path}: {len(loaded.rows)} rows OK, sha256 {loaded.sha256[:12]}, "
-              f"{sum(1 for r in loaded.rows if r['input'].strip())} with input")
 
 
 @app.command()

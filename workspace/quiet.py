@@ -10,6 +10,7 @@ import warnings
 def quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # loaders that use tqdm directly (GGUF dequantization)
     try:
         import transformers
 
