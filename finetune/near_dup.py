@@ -8,8 +8,6 @@ in seconds; ``bench/near_dup_bench.py`` measures it against datasketch's per-row
 from __future__ import annotations
 
 import re
-from collections import defaultdict
-
 import numpy as np
 
 MASK32 = np.uint64(0xFFFFFFFF)
@@ -44,27 +42,37 @@ def signatures(texts: list[str], num_perm: int = 64, seed: int = 1, batch: int =
 
 
 def near_duplicate_pairs(texts: list[str], threshold: float = 0.85, num_perm: int = 64,
-                         bands: int = 16) -> list[tuple[int, int, float]]:
+                         bands: int = 16, max_bucket: int = 200) -> list[tuple[int, int, float]]:
     """Pairs (i, j, estimated Jaccard) with i < j whose 3-gram Jaccard similarity is about ``threshold``
-    or more. Exact duplicates (after normalisation) are included with 1.0."""
-    if len(texts) < 2:
+    or more. Exact duplicates (after normalisation) are included with 1.0. Buckets larger than
+    ``max_bucket`` (boilerplate every row shares) are not expanded into pairs."""
+    n = len(texts)
+    if n < 2:
         return []
     sig = signatures(texts, num_perm)
     rows = num_perm // bands
-    candidates: set[tuple[int, int]] = set()
+    found = []
     for band in range(bands):
-        buckets: dict[bytes, list[int]] = defaultdict(list)
         part = np.ascontiguousarray(sig[:, band * rows:(band + 1) * rows])
-        for i, key in enumerate(part):
-            buckets[key.tobytes()].append(i)
-        for members in buckets.values():
-            if 1 < len(members) <= 200:  # a huge bucket is boilerplate shared by everything, not a duplicate
-                for x in range(len(members)):
-                    for y in range(x + 1, len(members)):
-                        candidates.add((members[x], members[y]))
-    pairs = []
-    for i, j in sorted(candidates):
-        sim = float(np.mean(sig[i] == sig[j]))
-        if sim >= threshold:
-            pairs.append((i, j, round(sim, 3)))
+        keys = part.view(np.dtype((np.void, part.dtype.itemsize * rows))).ravel()
+        order = np.argsort(keys, kind="stable")
+        sorted_keys = keys[order]
+        starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+        sizes = np.diff(np.r_[starts, n])
+        for start, size in zip(starts[sizes > 1], sizes[sizes > 1]):
+            if size > max_bucket:
+                continue
+            members = np.sort(order[start:start + size])
+            a, b = np.triu_indices(size, k=1)
+            found.append(members[a].astype(np.int64) * n + members[b])
+    if not found:
+        return []
+    cand = np.unique(np.concatenate(found))
+    i_idx, j_idx = cand // n, cand % n
+    pairs: list[tuple[int, int, float]] = []
+    for k in range(0, len(cand), 100_000):
+        i, j = i_idx[k:k + 100_000], j_idx[k:k + 100_000]
+        sims = (sig[i] == sig[j]).mean(axis=1)
+        keep = sims >= threshold
+        pairs.extend(zip(i[keep].tolist(), j[keep].tolist(), np.round(sims[keep], 3).tolist()))
     return pairs

@@ -29,7 +29,7 @@ class ValidationConfig:
     near_duplicates: bool = True
     near_threshold: float = 0.9
     reject_near_duplicates: bool = False
-    databases: dict[str, Path] = field(default_factory=dict)  # text-to-SQL db_id -> SQLite file
+    databases: dict[str, Path] = field(default_factory=dict)  # text-to-SQL db_id (or "*") -> SQLite file
     sql_timeout_s: float = 2.0
     max_seq_len: int = 2048
 
@@ -121,7 +121,7 @@ def _sql_problem(ex: Example, cfg: ValidationConfig) -> str | None:
 
     sql = ex.fields["sql"]
     db_id = ex.metadata.get("db_id")
-    db = cfg.databases.get(db_id) if db_id else None
+    db = cfg.databases.get(db_id) if db_id else cfg.databases.get("*")  # "*": the database of every row
     if db is None:
         try:
             sqlglot.parse_one(sql, read="sqlite")

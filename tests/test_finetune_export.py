@@ -103,3 +103,48 @@ def test_merge_that_changes_nothing_is_refused(trained, smollm2_base, tmp_path):
     with pytest.raises(ExportError, match="changed no weight"):
         merge_adapter(smollm2_base.hf_dir, tmp_path / "empty-adapter", tmp_path / "merged")
     assert not (tmp_path / "merged").exists()
+
+
+@pytest.mark.parametrize("task,row", [
+    ("text2sql", {"question": "가장 비싼 상품은?", "context": "CREATE TABLE products (name TEXT, price INT)",
+                  "sql": "SELECT name FROM products ORDER BY price DESC LIMIT 1"}),
+    ("qa", {"context": "솔마루 마을은 1832년에 세워졌다.", "question": "언제 세워졌나?",
+            "answers": [{"text": "1832년", "answer_start": 7}]}),
+])
+def test_every_format_trains_on_the_answer_plus_eos_only(trained, smollm2_base, task, row):
+    from finetune.backends.hf import build_trainer
+    from finetune.examples import adapt
+
+    _settings, recipe, ctx, _data, _ = trained
+    ex = adapt(row, task)
+    trainer, _cb = build_trainer(TrainJob(recipe, smollm2_base.hf_dir, [ex.prompt_completion()] * 2,
+                                          ctx.run_dir / f"probe-{task}", null_events("finetune")))
+    tok = trainer.processing_class
+    batch = trainer.data_collator([trainer.train_dataset[0]])
+    ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
+    supervised = [i for i, lab in zip(ids, labels) if lab != -100]
+    assert tok.decode(supervised).strip() == ex.response + tok.eos_token
+
+
+def test_model_without_chat_template_gets_the_korean_alpaca_prompt_and_eos(trained, smollm2_base, tmp_path):
+    """A base model with no chat template: the Alpaca-style Korean prompt, EOS appended to the answer."""
+    import shutil
+
+    from finetune.backends.hf import build_trainer
+
+    base = tmp_path / "base-no-template"
+    shutil.copytree(smollm2_base.hf_dir, base)
+    (base / "chat_template.jinja").unlink(missing_ok=True)
+    cfg = json.loads((base / "tokenizer_config.json").read_text())
+    cfg.pop("chat_template", None)
+    (base / "tokenizer_config.json").write_text(json.dumps(cfg))
+    _settings, recipe, ctx, data, _ = trained
+    rows = [json.loads(x) for x in data.train_path.read_text(encoding="utf-8").splitlines()][:2]
+    trainer, _cb = build_trainer(TrainJob(recipe, base, rows, ctx.run_dir / "probe-alpaca", null_events("finetune")))
+    tok = trainer.processing_class
+    batch = trainer.data_collator([trainer.train_dataset[0]])
+    ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
+    first = labels.index(next(lab for lab in labels if lab != -100))
+    assert tok.decode(ids[:first]).rstrip().endswith("### 답변:")
+    supervised = tok.decode([i for i, lab in zip(ids, labels) if lab != -100])
+    assert supervised.strip().endswith(tok.eos_token)

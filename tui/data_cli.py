@@ -36,7 +36,7 @@ def _fields(items: list[str] | None) -> dict[str, str]:
     return mapping
 
 
-def _config(task: str, fields: list[str] | None, **kw):  # noqa: ANN003, ANN202
+def _config(task: str, fields: list[str] | None, dbs: list[str] | None = None, **kw):  # noqa: ANN003, ANN202
     from finetune.validate import ValidationConfig
     from workspace.settings import get_settings
 
@@ -45,6 +45,11 @@ def _config(task: str, fields: list[str] | None, **kw):  # noqa: ANN003, ANN202
         from finetune.samples import sample_databases
 
         cfg.databases = sample_databases(get_settings().home / "databases")
+        for item in dbs or []:
+            db_id, _, path = item.rpartition("=")
+            if not Path(path).is_file():
+                raise typer.BadParameter(f"--db {item!r}: {path} is not a file")
+            cfg.databases[db_id or "*"] = Path(path)
     return cfg
 
 
@@ -61,12 +66,12 @@ def _tokenizer(model: str):  # noqa: ANN202
 
 
 def _load(source: str, fmt: str | None, fields, split: str, limit: int | None, model: str | None = None,  # noqa: ANN001
-          max_seq_len: int = 2048, **kw):  # noqa: ANN003, ANN202
+          max_seq_len: int = 2048, dbs: list[str] | None = None, **kw):  # noqa: ANN003, ANN202
     from finetune.samples import open_records, resolve_source
     from finetune.validate import chat_template_lengths, validate
 
     src, task = resolve_source(source, fmt)
-    cfg = _config(task, fields, max_seq_len=max_seq_len, **kw)
+    cfg = _config(task, fields, dbs, max_seq_len=max_seq_len, **kw)
     render = chat_template_lengths(_tokenizer(model)) if model else None
     return validate(open_records(src, split=split, limit=limit), cfg, source=src, render=render)
 
@@ -87,10 +92,12 @@ def validate_cmd(
     split: Annotated[str, typer.Option(help="Split of a hub dataset.")] = "train",
     limit: Annotated[Optional[int], typer.Option(help="Read at most this many rows.")] = None,
     strict: Annotated[bool, typer.Option(help="Exit 1 when any row is rejected.")] = False,
+    db: Annotated[Optional[list[str]], typer.Option(help="text2sql: run gold SQL on this SQLite file (PATH for "
+                                                         "every row, or DB_ID=PATH; repeatable).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Check every row and report problems by line; valid rows are counted, rejects listed (and written)."""
-    valid, report = _load(source, fmt, field, split, limit, model, max_seq_len, min_chars=min_chars,
+    valid, report = _load(source, fmt, field, split, limit, model, max_seq_len, db, min_chars=min_chars,
                           max_chars=max_chars, near_threshold=near_threshold, reject_near_duplicates=reject_near)
     if rejects is not None:
         from finetune.validate import write_rejects

@@ -86,7 +86,16 @@ def build_trainer(job: TrainJob, total_steps: int | None = None):  # noqa: ANN20
     torch.manual_seed(t.seed)
     tokenizer = AutoTokenizer.from_pretrained(str(job.base_dir))
     if not tokenizer.chat_template:
-        raise ValueError(f"{job.base_dir}: the tokenizer has no chat template; use an instruct model")
+        # A base model without a chat template is trained with the Korean Alpaca-style prompt; the same
+        # template family is what the Modelfile gets (the saved adapter's tokenizer carries it).
+        from serve.chat_templates import template_for_family
+
+        tokenizer.chat_template = template_for_family("alpaca-ko").jinja_template
+        job.events.log("the tokenizer has no chat template: training with the Korean Alpaca-style prompt")
+        # That prompt has no end-of-turn token of its own: append EOS to every answer so the model stops.
+        job.train_rows = [{**r, "completion": [{**r["completion"][0],
+                                                "content": r["completion"][0]["content"] + tokenizer.eos_token}]}
+                          for r in job.train_rows]
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     dtype = torch.bfloat16 if cuda else torch.float32
