@@ -99,8 +99,9 @@ def _strip_comments(stmt: str) -> str:
     return re.sub(r"(--|#)[^\n]*", " ", stmt)
 
 
-def _mysql_to_sqlite(stmt: str) -> str:
-    """One MySQL statement as SQLite, via sqlglot; raises ValueError with sqlglot's reason."""
+def _mysql_to_sqlite(stmt: str) -> list[str]:
+    """One MySQL statement as SQLite statement(s), via sqlglot (inline KEY/INDEX become CREATE INDEX);
+    raises ValueError with sqlglot's reason."""
     import sqlglot
     from sqlglot import exp
     from sqlglot.errors import ErrorLevel, SqlglotError
@@ -113,18 +114,38 @@ def _mysql_to_sqlite(stmt: str) -> str:
     if len(trees) != 1:
         raise ValueError(f"expected one statement, sqlglot found {len(trees)}")
     tree = trees[0]
+    extra: list[str] = []
     if isinstance(tree, exp.Create):
-        _clean_create(tree, exp)
+        extra = _clean_create(tree, exp)
     try:
         # Equivalent to sqlglot.transpile(stmt, read="mysql", write="sqlite"), but an unsupported construct
         # is an error instead of a logged warning and silently wrong SQL.
-        return tree.sql(dialect="sqlite", unsupported_level=ErrorLevel.RAISE)
+        return [tree.sql(dialect="sqlite", unsupported_level=ErrorLevel.RAISE), *extra]
     except SqlglotError as e:
         raise ValueError(f"sqlglot cannot write it as SQLite: {e}") from e
 
 
-def _clean_create(tree, exp) -> None:
-    """Drop what SQLite cannot express and does not need: ENGINE/CHARSET/COLLATE, column COMMENTs, VARCHAR lengths."""
+_UNSIGNED = {"UTINYINT": "TINYINT", "USMALLINT": "SMALLINT", "UMEDIUMINT": "MEDIUMINT", "UINT": "INT",
+             "UBIGINT": "BIGINT", "UDECIMAL": "DECIMAL", "UDOUBLE": "DOUBLE"}
+
+
+def _clean_create(tree, exp) -> list[str]:
+    """Drop what SQLite cannot express and does not need: ENGINE/CHARSET/COLLATE, column COMMENTs, VARCHAR
+    lengths, UNSIGNED. Inline `KEY name (cols)` are removed and returned as CREATE INDEX statements."""
+    indexes: list[str] = []
+    schema = tree.this
+    if isinstance(schema, exp.Schema):
+        table = schema.this
+        kept = []
+        for e in schema.expressions:
+            if isinstance(e, exp.IndexColumnConstraint) and e.this is not None:
+                cols = ", ".join(c.sql(dialect="sqlite") for c in e.expressions)
+                indexes.append(f"CREATE INDEX {e.this.sql(dialect='sqlite')} ON {table.sql(dialect='sqlite')} ({cols})")
+                continue
+            if isinstance(e, exp.UniqueColumnConstraint) and isinstance(e.this, exp.Schema) and e.this.this is not None:
+                e.this.set("this", None)  # UNIQUE KEY name (cols) -> UNIQUE (cols)
+            kept.append(e)
+        schema.set("expressions", kept)
     props = tree.args.get("properties")
     if props is not None:
         props.set("expressions", [p for p in props.expressions if type(p).__name__ not in _HARMLESS_PROPERTIES])
@@ -136,10 +157,13 @@ def _clean_create(tree, exp) -> None:
                                    "CollateColumnConstraint", "OnUpdateColumnConstraint"):
             cons.pop()
     for dt in tree.find_all(exp.DataType):
+        if dt.this.name in _UNSIGNED:
+            dt.set("this", exp.DataType.Type[_UNSIGNED[dt.this.name]])
         if dt.this in (exp.DataType.Type.VARCHAR, exp.DataType.Type.CHAR, exp.DataType.Type.NVARCHAR,
                        exp.DataType.Type.NCHAR, exp.DataType.Type.TEXT):
             dt.set("expressions", [])
             dt.set("this", exp.DataType.Type.TEXT)
+    return indexes
 
 
 def build_database(script: Path, out: Path, dialect: str | None = None) -> Path:
@@ -170,12 +194,12 @@ def build_database(script: Path, out: Path, dialect: str | None = None) -> Path:
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute("BEGIN")
             for number, stmt in enumerate(statements, 1):
-                sql = stmt
+                sqls = [stmt]
                 if dialect == "mysql":
                     if _SKIPPED_MYSQL.match(_strip_comments(stmt)):
                         continue
                     try:
-                        sql = _mysql_to_sqlite(stmt)
+                        sqls = _mysql_to_sqlite(stmt)
                     except ValueError as e:
                         raise DatabaseBuildError(
                             f"{script}: statement {number} cannot be transpiled from MySQL to SQLite: {e}\n"
@@ -185,7 +209,8 @@ def build_database(script: Path, out: Path, dialect: str | None = None) -> Path:
                 elif re.match(r"^\s*PRAGMA\s+foreign_keys", _strip_comments(stmt), re.IGNORECASE):
                     continue  # already on; PRAGMA foreign_keys is a no-op inside a transaction anyway
                 try:
-                    conn.execute(sql)
+                    for sql in sqls:
+                        conn.execute(sql)
                 except sqlite3.Error as e:
                     via = " (after transpiling from MySQL)" if dialect == "mysql" else ""
                     raise DatabaseBuildError(
