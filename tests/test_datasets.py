@@ -178,3 +178,27 @@ def test_shared_public_samples_load_and_validate_through_the_cli(tmp_path):
                 home=tmp_path, check=False)
     report = json.loads(proc.stdout)
     assert report["total"] == 144 and report["valid"] >= 140  # one gold query returns no rows
+
+
+def test_parquet_and_csv_sources(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"instruction": "질문 하나", "input": "", "output": "답 하나"}, {"instruction": "질문 둘", "input": "", "output": ""}]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "d.parquet")
+    ok, report = validate(read_records(tmp_path / "d.parquet"), ValidationConfig())
+    assert [e.line for e in ok] == [1] and report.rejects[0].line == 2 and "empty" in report.rejects[0].reason
+    (tmp_path / "d.csv").write_text("instruction,input,output\n질문,,답\n질문2,,답2,extra\n", encoding="utf-8")
+    ok, report = validate(read_records(tmp_path / "d.csv"), ValidationConfig())
+    assert [e.line for e in ok] == [2] and report.rejects[0].line == 3
+
+
+def test_hub_id_offline_without_cache_is_a_clear_error(monkeypatch, tmp_path):
+    from finetune.sources import SourceError, read_hub
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(SourceError) as e:
+        list(read_hub("hf:nobody/no-such-dataset", "train"))
+    assert "no-such-dataset" in str(e.value) and "cached" in e.value.hint
