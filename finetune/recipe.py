@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -142,11 +141,3 @@ def load_recipe(ref: str | Path, overrides: list[str] | None = None) -> Recipe:
         where = ".".join(str(x) for x in first["loc"])
         raise RecipeError(f"{path}: field {where}: {first['msg']}",
                           f"{len(e.errors())} problem(s); see the recipe reference in README.md") from None
-
-
-def builtin_data_path(name: str) -> Path:
-    path = Path(str(importlib.resources.files("finetune") / "data" / f"{name}.jsonl"))
-    if not path.exists():
-        shipped = sorted(p.stem for p in path.parent.glob("*.jsonl"))
-        raise RecipeError(f"no built-in dataset {name!r}", f"built-in datasets: {', '.join(shipped)}")
-    return path

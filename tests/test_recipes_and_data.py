@@ -1,15 +1,17 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from finetune.examples import adapt
-from finetune.formats import alpaca_to_messages, alpaca_user_message
+from finetune.formats import alpaca_user_message
+from finetune.samples import SAMPLES, resolve_source
 from finetune.sources import SourceError, read_records
 from finetune.splits import SplitError, split_examples
 from finetune.validate import ValidationConfig, validate
-from finetune.recipe import Recipe, RecipeError, builtin_data_path, load_recipe, shipped_recipes
+from finetune.recipe import Recipe, RecipeError, load_recipe, shipped_recipes
 
 
 @pytest.mark.parametrize("name", sorted(shipped_recipes()))
@@ -17,7 +19,7 @@ def test_every_shipped_recipe_validates(name):
     recipe = load_recipe(name)
     assert isinstance(recipe, Recipe) and recipe.name
     if recipe.data.path.startswith("builtin:"):
-        assert builtin_data_path(recipe.data.path.split(":", 1)[1]).exists()
+        assert Path(resolve_source(recipe.data.path)[0]).exists()
 
 
 def test_dotted_overrides():
@@ -45,7 +47,7 @@ def _validate(path, task="alpaca"):
 
 
 def test_shipped_korean_sample_is_valid_and_large_enough():
-    examples, report = _validate(builtin_data_path("ko_instructions"))
+    examples, report = _validate(SAMPLES["ko-alpaca"].path)
     assert report.ok and len(examples) >= 200
     assert all(any("\uac00" <= ch <= "\ud7a3" for ch in ex.response) for ex in examples)
     assert sum(1 for ex in examples if ex.fields["input"].strip()) >= 20
@@ -89,4 +91,4 @@ def test_prompt_completion_rows_use_the_shared_user_message():
     assert pc["prompt"] == [{"role": "system", "content": "시스템"},
                             {"role": "user", "content": alpaca_user_message("요약해 주세요.", "긴 글")}]
     assert pc["completion"] == [{"role": "assistant", "content": "짧은 글입니다."}]
-    assert alpaca_to_messages(row)[0]["content"] == "요약해 주세요.\n\n긴 글"
+    assert adapt(row, "alpaca").prompt[0]["content"] == "요약해 주세요.\n\n긴 글"
