@@ -56,6 +56,7 @@ class TrainSection(_Section):
     warmup_steps: int = Field(3, ge=0)
     weight_decay: float = 0.0
     logging_steps: int = Field(1, ge=1)
+    save_steps: int | None = Field(None, ge=1, description="Checkpoint interval (default: half of max_steps).")
     seed: int = 42
     lora: LoraSection = Field(default_factory=LoraSection)
 

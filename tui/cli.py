@@ -83,6 +83,49 @@ def pipeline(
         out.print(f"skipped    {', '.join(result.skipped)} (outputs existed for identical inputs)")
 
 
+finetune_app = typer.Typer(help="Fine-tune only (data + finetune stages), and resume an interrupted run.",
+                           no_args_is_help=True)
+app.add_typer(finetune_app, name="finetune")
+
+
+@finetune_app.command("run")
+def finetune_run(
+    recipe: Annotated[str, typer.Argument(help="A shipped recipe name or a YAML path.")],
+    set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a field: train.lora.r=32.")] = None,
+    events: Annotated[str, typer.Option(help="`jsonl` also writes every event to stdout as JSON lines.")] = "none",
+) -> None:
+    """Prepare the data and train the adapter; checkpoints let `finetune resume` continue after a crash."""
+    from finetune.recipe import load_recipe
+
+    _run_until_finetune(load_recipe(recipe, set_ or []), events)
+
+
+@finetune_app.command("resume")
+def finetune_resume(
+    run_id: Annotated[str, typer.Argument(help="A run id (folder under $OLLATUNE_HOME/runs).")],
+    events: Annotated[str, typer.Option(help="`jsonl` also writes every event to stdout as JSON lines.")] = "none",
+) -> None:
+    """Continue an interrupted run from its last checkpoint (same recipe, continuous step count)."""
+    from finetune.recipe import RecipeError, load_recipe
+
+    path = _settings().runs_dir / run_id / "recipe.yaml"
+    if not path.exists():
+        raise RecipeError(f"no run {run_id!r} in {_settings().runs_dir}", "list runs with `ollatune runs`")
+    _run_until_finetune(load_recipe(path), events)
+
+
+def _run_until_finetune(rec, events: str) -> None:  # noqa: ANN001
+    from tui.pipeline import run_pipeline
+    from tui.render import EventPrinter
+
+    jsonl = events == "jsonl"
+    result = run_pipeline(rec, _settings(), stdout_jsonl=jsonl, listeners=[] if jsonl else [EventPrinter(err)],
+                          until="finetune")
+    if not jsonl:
+        out.print(f"run        {result.run_dir}")
+        out.print(f"adapter    {result.run_dir / 'finetune' / 'adapter'}")
+
+
 @app.command()
 def recipes() -> None:
     """List the shipped recipes."""
