@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from finetune.samples import open_records, resolve_source
 from finetune.splits import split_examples, write_split
 from finetune.validate import ValidationConfig, validate, write_rejects
 from workspace.context import RunContext
-from workspace.files import atomic_path, sha256_file
+from workspace.files import sha256_file, write_jsonl_atomic
 from workspace.store import Dataset, session_scope
 
 
@@ -59,9 +58,7 @@ def prepare_data(recipe: Recipe, ctx: RunContext) -> PreparedData:
     parts = split_examples(examples, test=recipe.data.eval_rows, seed=recipe.data.seed)
     train_path = ctx.run_dir / "data" / "train.jsonl"
     heldout_path = ctx.run_dir / "data" / "heldout.jsonl"
-    with atomic_path(train_path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        for ex in parts["train"]:
-            f.write(json.dumps(ex.prompt_completion(), ensure_ascii=False) + "\n")
+    write_jsonl_atomic(train_path, (ex.prompt_completion() for ex in parts["train"]))
     write_split(heldout_path, parts["test"])
     sha = sha256_file(path) if path.is_file() else ""
     with session_scope(ctx.store) as s:

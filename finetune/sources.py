@@ -68,12 +68,17 @@ def _jsonl(path: Path) -> Iterator[Record]:
                 yield Record(n, error="JSON nested too deeply")
 
 
-def _json(path: Path) -> Iterator[Record]:
+def _read_utf8(path: Path) -> str:
+    """A whole file as text; a decoding error names its line."""
     raw = path.read_bytes()
     try:
-        text = raw.decode("utf-8-sig")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise SourceError(f"{path}:{_decode_error_line(raw, e)}: not UTF-8 text", "re-save the file as UTF-8") from None
+
+
+def _json(path: Path) -> Iterator[Record]:
+    text = _read_utf8(path)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
@@ -111,11 +116,7 @@ def _squad(data: dict) -> Iterator[Record]:
 
 
 def _csv(path: Path) -> Iterator[Record]:
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise SourceError(f"{path}:{_decode_error_line(raw, e)}: not UTF-8 text", "re-save the CSV as UTF-8") from None
+    text = _read_utf8(path)
     reader = csv.DictReader(io.StringIO(text, newline=""))
     try:
         for row in reader:

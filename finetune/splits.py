@@ -7,7 +7,7 @@ import random
 from pathlib import Path
 
 from finetune.examples import Example
-from workspace.files import atomic_path
+from workspace.files import write_jsonl_atomic
 
 
 class SplitError(ValueError):
@@ -55,7 +55,4 @@ def source_row(ex: Example) -> dict:
 
 
 def write_split(path: Path, examples: list[Example]) -> Path:
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        for ex in examples:
-            f.write(json.dumps(source_row(ex), ensure_ascii=False) + "\n")
-    return path
+    return write_jsonl_atomic(path, (source_row(ex) for ex in examples))

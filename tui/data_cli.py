@@ -177,14 +177,13 @@ def convert_cmd(
     output: Annotated[Path, typer.Argument(help="Output .jsonl file.")],
     fmt: FormatOpt = None,
     field: FieldOpt = None,
-    to: Annotated[str, typer.Option(help="messages, prompt-completion, alpaca (from alpaca-like rows) or raft "
-                                         "(from qa rows).")] = "messages",
+    to: Annotated[str, typer.Option(help="messages, prompt-completion, or raft (from qa rows).")] = "messages",
     distractors: Annotated[int, typer.Option(help="raft: distractor documents per row.")] = 3,
     golden_share: Annotated[float, typer.Option(help="raft: share of rows that keep the golden document.")] = 0.8,
     seed: Annotated[int, typer.Option(help="raft: seed for distractors.")] = 0,
 ) -> None:
     """Convert valid rows to another layout (rejected rows are reported, not converted)."""
-    from workspace.files import atomic_path
+    from workspace.files import write_jsonl_atomic
 
     valid, report = _load(source, fmt, field, "train", None, None)
     if to == "raft":
@@ -197,9 +196,7 @@ def convert_cmd(
         rows = [{"id": ex.id, **ex.prompt_completion()} for ex in valid]
     else:
         raise typer.BadParameter(f"--to {to!r}: use messages, prompt-completion or raft")
-    with atomic_path(output) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    write_jsonl_atomic(output, rows)
     err.print(f"{len(rows)} rows -> {output} ({len(report.rejects)} rejected)")
 
 

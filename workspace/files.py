@@ -90,6 +90,14 @@ def write_text_atomic(final: Path, text: str) -> Path:
     return Path(final)
 
 
+def write_jsonl_atomic(final: Path, rows) -> Path:  # noqa: ANN001
+    """One JSON object per line (real UTF-8, not escapes), renamed into place when complete."""
+    with atomic_path(final) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return Path(final)
+
+
 def write_json_atomic(final: Path, obj: Any) -> Path:
     return write_text_atomic(final, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
 
