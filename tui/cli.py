@@ -55,14 +55,19 @@ def pipeline(
     Stages whose outputs exist for identical inputs are skipped, so re-running resumes after a failure.
     """
     from finetune.recipe import load_recipe
+    from tui.live import make_listener
     from tui.pipeline import run_pipeline
-    from tui.render import EventPrinter
 
     rec = load_recipe(recipe, set_ or [])
     settings = _settings()
     jsonl = events == "jsonl"
-    listeners = [] if jsonl else [EventPrinter(err)]
-    result = run_pipeline(rec, settings, stdout_jsonl=jsonl, listeners=listeners, until=until)
+    listener = None if jsonl else make_listener(err)
+    try:
+        result = run_pipeline(rec, settings, stdout_jsonl=jsonl, listeners=[] if listener is None else [listener],
+                              until=until)
+    finally:
+        if listener is not None:
+            listener.close()
     if jsonl:
         return
     if result.comparison is not None:
@@ -115,12 +120,17 @@ def finetune_resume(
 
 
 def _run_until_finetune(rec, events: str) -> None:  # noqa: ANN001
+    from tui.live import make_listener
     from tui.pipeline import run_pipeline
-    from tui.render import EventPrinter
 
     jsonl = events == "jsonl"
-    result = run_pipeline(rec, _settings(), stdout_jsonl=jsonl, listeners=[] if jsonl else [EventPrinter(err)],
-                          until="finetune")
+    listener = None if jsonl else make_listener(err)
+    try:
+        result = run_pipeline(rec, _settings(), stdout_jsonl=jsonl, listeners=[] if listener is None else [listener],
+                              until="finetune")
+    finally:
+        if listener is not None:
+            listener.close()
     if not jsonl:
         out.print(f"run        {result.run_dir}")
         out.print(f"adapter    {result.run_dir / 'finetune' / 'adapter'}")
