@@ -72,8 +72,10 @@ def _from_hub(ref: str, log) -> BaseModel:  # noqa: ANN001
     try:
         folder = Path(snapshot_download(ref, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"]))
     except Exception as e:  # offline, unknown id, gated...
-        raise BaseModelError(f"could not get {ref} from the local Hugging Face cache or the hub: {e.__class__.__name__}",
-                             "download it once where the hub is reachable, or pass a local folder / .gguf") from None
+        from finetune.troubleshoot import hub_problem
+
+        problem = hub_problem(ref, e)
+        raise BaseModelError(str(problem), problem.hint) from None
     log(f"using {ref} from {folder}")
     return BaseModel(ref, "hub", folder, sha256_file(folder / "config.json"))
 

@@ -26,6 +26,8 @@ class PreparedData:
     heldout_path: Path  # test rows in the dataset's own layout, for evaluation
     train_rows: int
     heldout_rows: int
+    val_path: Path | None = None  # validation rows (prompt/completion) for the evaluation loss
+    val_rows: int = 0
 
 
 def resolve_data_path(ref: str) -> Path:
@@ -55,11 +57,16 @@ def prepare_data(recipe: Recipe, ctx: RunContext) -> PreparedData:
         raise DatasetError(f"{path}:{first.line}: {first.reason}" + (f" ({len(report.rejects) - 1} more rows rejected)"
                                                                      if len(report.rejects) > 1 else ""),
                            f"fix the rows listed in {rejects} (or check them with `ollatune data validate {path}`)")
-    parts = split_examples(examples, test=recipe.data.eval_rows, seed=recipe.data.seed)
+    parts = split_examples(examples, validation=recipe.data.val_rows, test=recipe.data.eval_rows,
+                           seed=recipe.data.seed)
     train_path = ctx.run_dir / "data" / "train.jsonl"
     heldout_path = ctx.run_dir / "data" / "heldout.jsonl"
     write_jsonl_atomic(train_path, (ex.prompt_completion() for ex in parts["train"]))
     write_split(heldout_path, parts["test"])
+    val_path = None
+    if parts["validation"]:
+        val_path = write_jsonl_atomic(ctx.run_dir / "data" / "validation.jsonl",
+                                      (ex.prompt_completion() for ex in parts["validation"]))
     sha = sha256_file(path) if path.is_file() else ""
     with session_scope(ctx.store) as s:
         ds = s.scalar(select(Dataset).where(Dataset.sha256 == sha))
@@ -69,5 +76,7 @@ def prepare_data(recipe: Recipe, ctx: RunContext) -> PreparedData:
             s.flush()
         dataset_id = ds.id
     events.artifact("dataset", path, sha256=sha, bytes=path.stat().st_size if path.is_file() else None)
-    events.done(rows=report.total, train_rows=len(parts["train"]), heldout_rows=len(parts["test"]))
-    return PreparedData(path, sha, dataset_id, train_path, heldout_path, len(parts["train"]), len(parts["test"]))
+    events.done(rows=report.total, train_rows=len(parts["train"]), val_rows=len(parts["validation"]),
+                heldout_rows=len(parts["test"]))
+    return PreparedData(path, sha, dataset_id, train_path, heldout_path, len(parts["train"]), len(parts["test"]),
+                        val_path, len(parts["validation"]))

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 RECIPES_DIR = Path(__file__).with_name("recipes")
 
@@ -35,6 +36,8 @@ class DataSection(_Section):
     eval_rows: int = Field(24, ge=0, description="Rows held out (from the end, after a seeded shuffle) for evaluation.")
     seed: int = 0
     max_seq_len: int = Field(512, ge=32)
+    val_rows: int = Field(0, ge=0, description="Rows held out of training for the evaluation loss "
+                          "(train.eval_steps); never the same rows as eval_rows.")
 
 
 class LoraSection(_Section):
@@ -44,21 +47,66 @@ class LoraSection(_Section):
     target_modules: list[str] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
+    use_rslora: bool = Field(False, description="Rank-stabilized LoRA: scale by alpha/sqrt(r) instead of alpha/r.")
+    loftq: bool = Field(False, description="LoftQ initialisation (needs quant.load_in_4bit: false; the backend "
+                        "quantizes while initialising).")
+
+
+class QuantSection(_Section):
+    load_in_4bit: bool = Field(True, description="QLoRA: 4-bit base weights on CUDA (ignored on CPU).")
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    double_quant: bool = Field(True, description="Quantize the quantization constants too (~0.4 bit/param saved).")
+    compute_dtype: Literal["auto", "bf16", "fp16"] = Field("auto", description="auto: bf16 where the GPU has it.")
 
 
 class TrainSection(_Section):
-    backend: Literal["auto", "hf"] = Field("auto", description="auto picks hf (transformers + PEFT) here.")
-    max_steps: int = Field(60, ge=1)
-    batch_size: int = Field(8, ge=1)
+    backend: Literal["auto", "unsloth", "hf"] = Field(
+        "auto", description="auto: unsloth on a CUDA GPU where it is installed, else hf (transformers + PEFT).")
+    max_steps: int | None = Field(60, ge=1, description="Optimizer steps; null to train for `epochs` instead.")
+    epochs: float | None = Field(None, gt=0, description="Passes over the training rows (used when max_steps is null).")
+    batch_size: int = Field(8, ge=1, description="Micro-batch per step (rows per forward pass).")
     grad_accum: int = Field(1, ge=1)
+    auto_micro_batch: bool = Field(False, description="On CUDA: keep batch_size x grad_accum and take the largest "
+                                   "micro-batch that fits the GPU (probed before training).")
     lr: float = Field(1e-3, gt=0)
-    lr_scheduler: str = "cosine"
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
     warmup_steps: int = Field(3, ge=0)
-    weight_decay: float = 0.0
+    weight_decay: float = Field(0.0, ge=0.0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    optimizer: Literal["auto", "adamw_8bit", "paged_adamw_8bit", "adamw_torch"] = Field(
+        "auto", description="auto: adamw_8bit on CUDA, adamw_torch on CPU.")
+    gradient_checkpointing: Literal["auto", "unsloth", "on", "off"] = Field(
+        "auto", description="auto: unsloth's offloaded checkpointing with unsloth, on with hf on CUDA, off on CPU.")
+    packing: bool = Field(False, description="Pack several rows into one sequence (no attention across rows).")
+    padding_free: bool | None = Field(None, description="Concatenate a batch without pad tokens; null: the "
+                                      "backend decides (unsloth turns it on where it is faster).")
     logging_steps: int = Field(1, ge=1)
+    eval_steps: int | None = Field(None, ge=1, description="Evaluation-loss interval on data.val_rows rows.")
     save_steps: int | None = Field(None, ge=1, description="Checkpoint interval (default: half of max_steps).")
+    save_total_limit: int = Field(2, ge=1, description="Checkpoints kept (older ones are deleted).")
+    tensorboard: bool = Field(False, description="Also write TensorBoard logs to <run>/finetune/tensorboard.")
     seed: int = 42
     lora: LoraSection = Field(default_factory=LoraSection)
+    quant: QuantSection = Field(default_factory=QuantSection)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TrainSection":
+        if self.max_steps is None and self.epochs is None:
+            raise ValueError("set train.max_steps or train.epochs")
+        if self.max_steps is not None and self.epochs is not None:
+            raise ValueError("set only one of train.max_steps and train.epochs (max_steps: null to use epochs)")
+        if self.lora.loftq and self.quant.load_in_4bit:
+            raise ValueError("lora.loftq initialises from full-precision weights: set train.quant.load_in_4bit=false")
+        if self.packing and self.padding_free is False:
+            raise ValueError("packing implies padding-free batches: drop train.padding_free=false")
+        return self
+
+    def total_steps(self, train_rows: int) -> int:
+        """Optimizer steps for ``train_rows`` rows: max_steps, or epochs x steps per epoch."""
+        if self.max_steps is not None:
+            return self.max_steps
+        per_epoch = max(1, math.ceil(train_rows / (self.batch_size * self.grad_accum)))
+        return max(1, math.ceil(per_epoch * float(self.epochs or 1)))
 
 
 class ExportSection(_Section):

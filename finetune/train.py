@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from finetune.backends import TrainJob, pick_backend, run_backend
+from finetune.backends import pick_backend
 from finetune.base_model import BaseModel, resolve_base_model
 from finetune.prepare import PreparedData
 from finetune.recipe import Recipe
+from finetune.worker import run_worker
 from workspace.context import RunContext
 from workspace.files import sha256_tree, tree_bytes, write_json_atomic
 from workspace.store import Artifact, TrainingRun, session_scope
@@ -34,7 +34,8 @@ def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for name in ("ollatune", "torch", "transformers", "peft", "trl", "datasets"):
+    for name in ("ollatune", "torch", "transformers", "peft", "trl", "datasets", "accelerate", "bitsandbytes",
+                 "unsloth", "unsloth_zoo"):
         try:
             out[name] = version(name)
         except PackageNotFoundError:
@@ -44,18 +45,22 @@ def _versions() -> dict[str, str]:
 
 def train(recipe: Recipe, data: PreparedData, ctx: RunContext, base: BaseModel | None = None) -> TrainResult:
     events = ctx.events("finetune")
-    backend = pick_backend(recipe.train.backend)
-    events.start(backend=backend, base=recipe.model.base, max_steps=recipe.train.max_steps)
     if base is None:
         base = resolve_base_model(recipe.model.base, ctx.settings, log=events.log)
-    rows = [json.loads(line) for line in data.train_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    choice = pick_backend(recipe.train.backend, base.hf_dir)
+    total_steps = recipe.train.total_steps(data.train_rows)
+    events.start(backend=choice.name, base=recipe.model.base, max_steps=total_steps, total_steps=total_steps)
+    events.log(f"backend {choice.name}: {choice.reason}")
     out_dir = ctx.run_dir / "finetune"
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_dir / "run.json", {
         "recipe": recipe.model_dump(mode="json"), "base": {"ref": base.ref, "dir": str(base.hf_dir),
                                                             "sha256": base.source_sha256},
-        "dataset_sha256": data.dataset_sha256, "versions": _versions(),
+        "backend": choice.name, "backend_reason": choice.reason, "total_steps": total_steps,
+        "dataset_sha256": data.dataset_sha256, "train_rows": data.train_rows, "val_rows": data.val_rows,
+        "versions": _versions(),
     })
+    backend = choice.name
     with session_scope(ctx.store) as s:
         run = s.query(TrainingRun).filter_by(run_id=ctx.run_id).one_or_none()
         if run is None:
@@ -70,7 +75,11 @@ def train(recipe: Recipe, data: PreparedData, ctx: RunContext, base: BaseModel |
         s.flush()
         run_pk = run.id
     try:
-        result = run_backend(TrainJob(recipe, base.hf_dir, rows, out_dir, events))
+        result = run_worker({
+            "run": ctx.run_id, "backend": backend, "recipe": recipe.model_dump(mode="json"),
+            "base_dir": str(base.hf_dir), "train_path": str(data.train_path),
+            "val_path": str(data.val_path) if data.val_path else None, "output_dir": str(out_dir),
+        }, out_dir, events)
     except BaseException as e:
         with session_scope(ctx.store) as s:
             run = s.get(TrainingRun, run_pk)
@@ -87,6 +96,7 @@ def train(recipe: Recipe, data: PreparedData, ctx: RunContext, base: BaseModel |
         s.add(Artifact(training_run_id=run_pk, kind="adapter", path=str(result.adapter_dir), sha256=sha, bytes=size))
     events.artifact("adapter", result.adapter_dir, sha256=sha, bytes=size)
     first = result.losses[0] if result.losses else None
-    events.done(steps=result.steps, final_loss=result.final_loss, first_loss=first, seconds=result.train_seconds)
+    events.done(steps=result.steps, final_loss=result.final_loss, first_loss=first, seconds=result.train_seconds,
+                backend=backend, micro_batch=result.micro_batch, grad_accum=result.grad_accum, memory=result.memory)
     return TrainResult(ctx.run_dir, result.adapter_dir, base, backend, result.steps, result.final_loss, first,
                        run_pk, sha, result.train_seconds)

@@ -110,7 +110,8 @@ def _run(recipe: Recipe, settings: Settings, ctx: RunContext, stop_after: int) -
     if prepared is None:
         p = prepare_data(recipe, ctx)
         prepared = {"dataset_id": p.dataset_id, "sha256": p.dataset_sha256, "train_path": str(p.train_path),
-                    "heldout_path": str(p.heldout_path), "train_rows": p.train_rows, "heldout_rows": p.heldout_rows}
+                    "heldout_path": str(p.heldout_path), "train_rows": p.train_rows, "heldout_rows": p.heldout_rows,
+                    "val_path": str(p.val_path) if p.val_path else None, "val_rows": p.val_rows}
         ctx.mark_complete("data", data_inputs, prepared, [p.train_path, p.heldout_path])
     if stop_after < 1:
         return _finish(pipe, result)
@@ -126,7 +127,8 @@ def _run(recipe: Recipe, settings: Settings, ctx: RunContext, stop_after: int) -
         from finetune.train import train
 
         pd = PreparedData(data_path, prepared["sha256"], prepared["dataset_id"], Path(prepared["train_path"]),
-                          Path(prepared["heldout_path"]), prepared["train_rows"], prepared["heldout_rows"])
+                          Path(prepared["heldout_path"]), prepared["train_rows"], prepared["heldout_rows"],
+                          Path(prepared["val_path"]) if prepared.get("val_path") else None, prepared.get("val_rows", 0))
         tr = train(recipe, pd, ctx, base=base)
         trained = {"adapter_dir": str(tr.adapter_dir), "adapter_sha256": tr.adapter_sha256, "steps": tr.steps,
                    "final_loss": tr.final_loss, "first_loss": tr.first_loss, "training_run_id": tr.training_run_id}

@@ -1,0 +1,332 @@
+"""What both backends share: tokenizer preparation, row order, the SFT configuration, metric events,
+the automatic micro-batch probe, the memory report and saving the adapter."""
+
+from __future__ import annotations
+
+import math
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+from finetune.backends import BackendResult, TrainJob
+from finetune.batching import bucketed_order
+from finetune.troubleshoot import flat_loss_hint, nan_loss_problem
+from workspace.files import atomic_path
+
+GIB = 2**30
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def compute_dtype(job: TrainJob, cuda: bool):  # noqa: ANN201
+    """torch dtype of the trained (non-quantized) weights and activations."""
+    import torch
+
+    if not cuda:
+        return torch.float32
+    want = job.recipe.train.quant.compute_dtype
+    if want == "fp16":
+        return torch.float16
+    if want == "bf16" or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+def optimizer_name(job: TrainJob, cuda: bool) -> str:
+    import importlib.util
+
+    opt = job.recipe.train.optimizer
+    has_bnb = importlib.util.find_spec("bitsandbytes") is not None
+    if opt == "auto":
+        return "adamw_8bit" if cuda and has_bnb else "adamw_torch"
+    if opt in ("adamw_8bit", "paged_adamw_8bit") and not (cuda and has_bnb):
+        job.events.log(f"train.optimizer={opt} needs bitsandbytes on a CUDA GPU: using adamw_torch", "warning")
+        return "adamw_torch"
+    return opt
+
+
+def prepare_tokenizer(tokenizer: Any, job: TrainJob) -> None:
+    """Chat template fallback (Korean Alpaca-style prompt + EOS) and a pad token."""
+    if not tokenizer.chat_template:
+        # A base model without a chat template is trained with the Korean Alpaca-style prompt; the same
+        # template family is what the Modelfile gets (the saved adapter's tokenizer carries it).
+        from serve.chat_templates import template_for_family
+
+        tokenizer.chat_template = template_for_family("alpaca-ko").jinja_template
+        job.events.log("the tokenizer has no chat template: training with the Korean Alpaca-style prompt")
+
+        # That prompt has no end-of-turn token of its own: append EOS to every answer so the model stops.
+        def with_eos(rows: list[dict]) -> list[dict]:
+            return [{**r, "completion": [{**r["completion"][0],
+                                          "content": r["completion"][0]["content"] + tokenizer.eos_token}]}
+                    for r in rows]
+
+        job.train_rows = with_eos(job.train_rows)
+        job.val_rows = with_eos(job.val_rows)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+
+def token_lengths(tokenizer: Any, rows: list[dict], max_len: int) -> list[int]:
+    return [min(max_len, len(tokenizer.apply_chat_template(r["prompt"] + r["completion"], tokenize=True,
+                                                            return_dict=False))) for r in rows]
+
+
+def ordered_rows(job: TrainJob, lengths: list[int], micro_batch: int, grad_accum: int,
+                 total_steps: int) -> tuple[list[dict], list[int]]:
+    """Rows in length-bucketed, shuffled micro-batches (read in that order by a sequential sampler), and the
+    non-padding tokens of each optimizer step, for tokens/s without a device sync."""
+    per_step = micro_batch * grad_accum
+    order = bucketed_order(lengths, micro_batch, job.recipe.train.seed, total_steps * per_step)
+    step_tokens = [sum(lengths[i] for i in order[k:k + per_step]) for k in range(0, len(order), per_step)]
+    return [job.train_rows[i] for i in order], step_tokens
+
+
+def gradient_checkpointing(job: TrainJob, backend: str, cuda: bool) -> bool | str:
+    gc = job.recipe.train.gradient_checkpointing
+    if gc == "off":
+        return False
+    if gc == "on":
+        return True
+    if backend == "unsloth":
+        return "unsloth"
+    return cuda  # recomputation only pays off for GPU memory
+
+
+def sft_config(job: TrainJob, *, cuda: bool, dtype: Any, micro_batch: int, grad_accum: int, total_steps: int,
+               optim: str, hf_checkpointing: bool):  # noqa: ANN201
+    import torch
+    from trl import SFTConfig
+
+    t, recipe = job.recipe.train, job.recipe
+    has_eval = bool(job.val_rows) and t.eval_steps is not None
+    extra: dict[str, Any] = {}
+    if t.padding_free is not None:
+        extra["padding_free"] = t.padding_free
+    if t.tensorboard:
+        extra["logging_dir"] = str(job.output_dir / "tensorboard")
+    return SFTConfig(
+        output_dir=str(job.output_dir / "checkpoints"),
+        max_steps=total_steps,
+        per_device_train_batch_size=micro_batch,
+        per_device_eval_batch_size=micro_batch,
+        gradient_accumulation_steps=grad_accum,
+        learning_rate=t.lr,
+        lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=t.warmup_steps,
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        optim=optim,
+        logging_steps=t.logging_steps,
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=t.eval_steps if has_eval else None,
+        save_strategy="steps",
+        save_steps=t.save_steps or max(total_steps // 2, 1),
+        save_total_limit=t.save_total_limit,
+        seed=t.seed,
+        data_seed=t.seed,
+        bf16=cuda and dtype == torch.bfloat16,
+        fp16=cuda and dtype == torch.float16,
+        gradient_checkpointing=hf_checkpointing,
+        use_cpu=not cuda,
+        report_to=["tensorboard"] if t.tensorboard else "none",
+        max_length=recipe.data.max_seq_len,
+        completion_only_loss=True,
+        packing=t.packing,
+        dataloader_num_workers=0,
+        dataset_num_proc=1,
+        include_num_input_tokens_seen="no",
+        disable_tqdm=True,
+        train_sampling_strategy="sequential",
+        **extra,
+    )
+
+
+def metric_callback(job: TrainJob, total_steps: int, step_tokens: list[int], cuda: bool):  # noqa: ANN201
+    from transformers import TrainerCallback
+
+    events = job.events
+    recipe = job.recipe
+
+    class EventCallback(TrainerCallback):
+        """Turns the trainer's logs into metric events and its steps into progress events; stops on a NaN
+        loss and warns once about a loss that does not move."""
+
+        def __init__(self) -> None:
+            self.losses: list[float] = []
+            self.t0 = time.monotonic()
+            self.first_step = 0
+            self.last_step = 0
+            self.last_t = self.t0
+            self.warned_flat = False
+            self.start_reserved = 0
+
+        def on_train_begin(self, args, state, control, **kw):  # noqa: ANN001, ANN201
+            self.t0 = self.last_t = time.monotonic()
+            self.first_step = self.last_step = state.global_step
+            if cuda:
+                import torch
+
+                self.start_reserved = torch.cuda.max_memory_reserved()
+
+        def _eta(self, step: int) -> float | None:
+            done = step - self.first_step
+            if done <= 0:
+                return None
+            return round((time.monotonic() - self.t0) / done * (total_steps - step), 1)
+
+        def on_step_end(self, args, state, control, **kw):  # noqa: ANN001, ANN201
+            events.progress(state.global_step, total_steps, "steps", self._eta(state.global_step))
+
+        def on_log(self, args, state, control, logs=None, **kw):  # noqa: ANN001, ANN201
+            logs = logs or {}
+            step = state.global_step
+            epoch = round(float(state.epoch), 3) if state.epoch is not None else None
+            if "eval_loss" in logs and "loss" not in logs:
+                events.metric(step, total_steps=total_steps, epoch=epoch, eval_loss=round(float(logs["eval_loss"]), 4))
+                return
+            if "loss" not in logs:
+                return
+            loss = float(logs["loss"])
+            if not math.isfinite(loss):
+                raise nan_loss_problem(step, loss, recipe)
+            now = time.monotonic()
+            tokens = sum(step_tokens[self.last_step:step])
+            tps = tokens / (now - self.last_t) if now > self.last_t and tokens else None
+            self.last_step, self.last_t = step, now
+            self.losses.append(loss)
+            fields: dict[str, Any] = {}
+            if cuda:
+                import torch
+
+                fields["gpu_reserved_gib"] = round(torch.cuda.memory_reserved() / GIB, 2)
+                fields["gpu_peak_gib"] = round(torch.cuda.max_memory_reserved() / GIB, 2)
+            grad_norm = logs.get("grad_norm")
+            events.metric(
+                step,
+                total_steps=total_steps,
+                epoch=epoch,
+                loss=round(loss, 4),
+                lr=logs.get("learning_rate"),
+                grad_norm=round(float(grad_norm), 4) if grad_norm is not None else None,
+                tokens_per_s=round(tps, 1) if tps else None,
+                eta_s=self._eta(step),
+                **fields,
+            )
+            self._check_flat(step)
+
+        def _check_flat(self, step: int) -> None:
+            if self.warned_flat or len(self.losses) < 8 or step - self.first_step < max(10, total_steps // 4):
+                return
+            hint = flat_loss_hint(self.losses, recipe)
+            if hint:
+                self.warned_flat = True
+                events.log(hint, "warning")
+
+    return EventCallback()
+
+
+def choose_micro_batch(model: Any, job: TrainJob, seq_len: int, vocab: int) -> tuple[int, int]:
+    """Keep batch_size x grad_accum and take the largest micro-batch whose forward + backward at ``seq_len``
+    tokens per row stays under 90% of the GPU (probed, largest first; an OOM moves on to the next)."""
+    import torch
+
+    t = job.recipe.train
+    effective = t.batch_size * t.grad_accum
+    total = torch.cuda.get_device_properties(0).total_memory
+    candidates = [d for d in range(min(effective, 64), 0, -1) if effective % d == 0]
+    model.train()
+    for mb in candidates:
+        if mb <= t.batch_size:
+            break  # the configured size is the fallback, never probed smaller
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        ids = torch.randint(0, vocab, (mb, seq_len), device="cuda")
+        try:
+            out = model(input_ids=ids, labels=ids)
+            out.loss.backward()
+            peak = torch.cuda.max_memory_reserved()
+        except torch.OutOfMemoryError:
+            peak = None
+        finally:
+            model.zero_grad(set_to_none=True)
+            ids = out = None  # noqa: F841
+            torch.cuda.empty_cache()
+        fits = peak is not None and peak < 0.9 * total
+        job.events.log(f"micro-batch probe: {mb} x {seq_len} tokens "
+                       + (f"peaks at {peak / GIB:.1f} GiB of {total / GIB:.0f} GiB" if peak else "runs out of memory")
+                       + (" - fits" if fits else " - too large"))
+        if fits:
+            return mb, effective // mb
+    return t.batch_size, t.grad_accum
+
+
+def memory_report(cuda: bool, start_reserved: int) -> dict[str, Any]:
+    """Peak reserved memory, its share of the GPU and the share taken by training itself (the model was
+    already loaded at ``start_reserved``). On CPU: the peak resident set of the training process."""
+    if not cuda:
+        return {"device": "cpu", "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
+    import torch
+
+    props = torch.cuda.get_device_properties(0)
+    peak = torch.cuda.max_memory_reserved()
+    training = max(0, peak - start_reserved)
+    return {
+        "device": props.name,
+        "gpu_total_gib": round(props.total_memory / GIB, 2),
+        "peak_reserved_gib": round(peak / GIB, 2),
+        "model_gib": round(start_reserved / GIB, 2),
+        "training_gib": round(training / GIB, 2),
+        "peak_share_pct": round(100 * peak / props.total_memory, 1),
+        "training_share_pct": round(100 * training / props.total_memory, 1),
+    }
+
+
+def memory_line(m: dict[str, Any]) -> str:
+    if m.get("device") == "cpu":
+        return f"memory: peak resident set {m['peak_rss_gib']} GiB (CPU)"
+    return (f"memory on {m['device']}: peak reserved {m['peak_reserved_gib']} GiB of {m['gpu_total_gib']} GiB "
+            f"({m['peak_share_pct']}%); the model took {m['model_gib']} GiB, training {m['training_gib']} GiB "
+            f"({m['training_share_pct']}%)")
+
+
+def last_checkpoint(checkpoints: Path) -> Path | None:
+    if not checkpoints.exists():
+        return None
+    found = [p for p in checkpoints.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
+    return max(found, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def train_and_save(trainer: Any, job: TrainJob, callback: Any, cuda: bool, micro_batch: int,
+                   grad_accum: int) -> BackendResult:
+    tokenizer = trainer.processing_class
+    resume = last_checkpoint(job.output_dir / "checkpoints")
+    if resume is not None:
+        job.events.log(f"resuming from {resume.name}")
+    t0 = time.monotonic()
+    output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    seconds = time.monotonic() - t0
+    memory = memory_report(cuda, callback.start_reserved)
+    job.events.log(memory_line(memory))
+    adapter_dir = job.output_dir / "adapter"
+    with atomic_path(adapter_dir) as tmp:
+        trainer.save_model(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+    final = callback.losses[-1] if callback.losses else float(output.training_loss)
+    return BackendResult(
+        adapter_dir=adapter_dir,
+        steps=int(trainer.state.global_step),
+        final_loss=None if math.isnan(final) else final,
+        losses=callback.losses,
+        chat_template=tokenizer.chat_template,
+        eos_token=tokenizer.eos_token,
+        train_seconds=round(seconds, 1),
+        micro_batch=micro_batch,
+        grad_accum=grad_accum,
+        memory=memory,
+    )
