@@ -66,9 +66,11 @@ def flat_loss_hint(losses: list[float], recipe: Any) -> str | None:
                 "`ollatune data inspect` and the recipe's data.format/fields")
     if abs(first - last) < 0.02 * max(abs(first), 1e-6):
         t = recipe.train
+        lr = (f"lower train.lr (now {t.lr:g}, try {t.lr / 100:g}): a step this large saturates the model"
+              if t.lr >= 1e-2 else f"raise train.lr (now {t.lr:g}, try {t.lr * 5:g})")
         return (f"the loss has not moved ({first:.3f} -> {last:.3f} over {len(losses)} logged steps): "
-                f"raise train.lr (now {t.lr:g}, try {t.lr * 5:g}), check train.lora.target_modules match the "
-                "model's layer names, and check the answers are not empty (`ollatune data inspect`)")
+                f"{lr}; check train.lora.target_modules match the model's layer names, and check the answers "
+                "are not empty (`ollatune data inspect`)")
     return None
 
 

@@ -57,12 +57,22 @@ def _events(stdout: str) -> list[dict]:
 def test_loss_decreases_on_a_fixed_toy_set(tiny_model, tmp_path):
     env = {**os.environ, "OLLATUNE_HOME": str(tmp_path / "home")}
     proc = subprocess.run([sys.executable, "-m", "tui.cli", "finetune", "run", "demo-ko", "--events", "jsonl",
-                           *_args(tiny_model, _toy(tmp_path), 30)], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=600)
+                           *_args(tiny_model, _toy(tmp_path, 20), 30, ["data.val_rows=2", "train.eval_steps=10"])],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    losses = [e["loss"] for e in _events(proc.stdout) if e["type"] == "metric"]
+    events = _events(proc.stdout)
+    metrics = [e for e in events if e["type"] == "metric"]
+    losses = [e["loss"] for e in metrics if "loss" in e]
     assert len(losses) == 30
     assert sum(losses[-5:]) / 5 < sum(losses[:3]) / 3 - 0.5  # nats; an untrained run stays flat
+    # every training metric event carries the step, epoch, learning rate, tokens/s and ETA
+    assert all({"epoch", "lr", "tokens_per_s", "total_steps"} <= set(e) for e in metrics if "loss" in e)
+    assert metrics[-1]["step"] == 30 and "eta_s" in metrics[0]
+    evals = [e for e in metrics if "eval_loss" in e]
+    assert [e["step"] for e in evals] == [10, 20, 30] and evals[-1]["eval_loss"] < evals[0]["eval_loss"]
+    done = [e for e in events if e["type"] == "done" and e["stage"] == "finetune"][0]
+    assert done["backend"] == "hf" and done["memory"]["peak_rss_gib"] > 0
+    assert any("memory: peak resident set" in e.get("message", "") for e in events)
 
 
 def test_resume_after_kill_continues_the_step_count(tiny_model, tmp_path):
