@@ -214,6 +214,7 @@ def metric_callback(job: TrainJob, total_steps: int, step_tokens: list[int], cud
                 loss=round(loss, 4),
                 lr=logs.get("learning_rate"),
                 grad_norm=round(float(grad_norm), 4) if grad_norm is not None else None,
+                tokens=tokens,
                 tokens_per_s=round(tps, 1) if tps else None,
                 eta_s=self._eta(step),
                 **fields,

