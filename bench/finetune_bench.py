@@ -334,7 +334,7 @@ def ratios(runs: dict) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["all", "bare", "ollatune"])
+    ap.add_argument("what", choices=["all", "build", "bare", "ollatune"])
     ap.add_argument("--mode", default="hf")
     ap.add_argument("--data", default="synthetic", choices=["synthetic", "korean"])
     ap.add_argument("--steps", type=int, default=12)
@@ -346,6 +346,9 @@ def main() -> None:
     sys.path.insert(0, str(REPO))
     if a.what == "all":
         run_all(a.out, a.steps, a.part or [1, 2], a.tokenizer)
+    elif a.what == "build":
+        WORK.mkdir(parents=True, exist_ok=True)
+        build_models(a.tokenizer)
     elif a.what == "bare":
         bare(a.mode, a.data, a.steps, a.result)
     else:

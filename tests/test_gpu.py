@@ -132,6 +132,8 @@ def test_auto_micro_batch_keeps_the_effective_batch(small_model, tmp_path):
     done = [e for e in events if e["type"] == "done" and e["stage"] == "finetune"][0]
     assert done["micro_batch"] * done["grad_accum"] == 8 and done["micro_batch"] == 8  # a small model fits
     assert any("micro-batch probe: 8 x" in e.get("message", "") for e in events)
+    assert any(e.get("message", "").startswith("batches: 8 x 1") for e in events)
+    assert done["memory"]["training_gib"] >= 0 and done["memory"]["model_gib"] < done["memory"]["peak_reserved_gib"]
 
 
 def test_hf_backend_qlora_with_bitsandbytes(small_model, tmp_path):

@@ -258,6 +258,7 @@ def choose_micro_batch(model: Any, job: TrainJob, seq_len: int, vocab: int) -> t
             model.zero_grad(set_to_none=True)
             ids = out = None  # noqa: F841
             torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()  # the memory report measures training, not the probe
         fits = peak is not None and peak < 0.9 * total
         job.events.log(f"micro-batch probe: {mb} x {seq_len} tokens "
                        + (f"peaks at {peak / GIB:.1f} GiB of {total / GIB:.0f} GiB" if peak else "runs out of memory")
@@ -303,9 +304,19 @@ def last_checkpoint(checkpoints: Path) -> Path | None:
     return max(found, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
+def batch_layout(trainer: Any) -> str:
+    args = trainer.args
+    if getattr(args, "packing", False):
+        return "packed sequences (no attention across rows)"
+    if getattr(args, "padding_free", False):
+        return "padding-free (rows concatenated, no pad tokens)"
+    return "padded to the longest row of each micro-batch (rows length-bucketed)"
+
+
 def train_and_save(trainer: Any, job: TrainJob, callback: Any, cuda: bool, micro_batch: int,
                    grad_accum: int) -> BackendResult:
     tokenizer = trainer.processing_class
+    job.events.log(f"batches: {micro_batch} x {grad_accum} (micro-batch x accumulation), {batch_layout(trainer)}")
     resume = last_checkpoint(job.output_dir / "checkpoints")
     if resume is not None:
         job.events.log(f"resuming from {resume.name}")
