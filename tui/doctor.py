@@ -40,10 +40,15 @@ def run_checks(settings: Settings) -> Iterator[Check]:
         else:
             yield ("cuda", "warn", "no CUDA GPU: training uses the hf backend (LoRA on CPU)")
 
-    if importlib.util.find_spec("unsloth") is None:
-        yield ("unsloth", "warn", "not installed (GPU only); the hf backend is used")
-    else:
-        yield ("unsloth", "ok", f"{_version('unsloth')} installed (imported only inside training on CUDA)")
+    if tv is not None:
+        from finetune.backends import unsloth_unavailable
+
+        why_not = unsloth_unavailable()
+        if why_not is None:
+            yield ("unsloth", "ok", f"{_version('unsloth')}: train.backend=auto trains with Unsloth "
+                                    "(imported only in the training process)")
+        else:
+            yield ("unsloth", "warn", f"train.backend=auto uses hf: {why_not}")
 
     lv = _version("llama_cpp_python") or _version("llama-cpp-python")
     if lv is None:
