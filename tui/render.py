@@ -33,7 +33,7 @@ class EventPrinter:
             step = e.get("step", 0)
             if step == 1 or step % self.metric_every == 0:
                 parts = [f"step {step}"]
-                for key in ("loss", "eval_loss", "lr", "grad_norm", "tokens_per_s", "gpu_mem_gib"):
+                for key in ("loss", "eval_loss", "epoch", "lr", "grad_norm", "tokens_per_s", "gpu_reserved_gib", "gpu_peak_gib"):
                     if e.get(key) is not None:
                         v = e[key]
                         parts.append(f"{key} {v:.3g}" if isinstance(v, float) else f"{key} {v}")

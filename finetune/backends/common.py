@@ -147,6 +147,35 @@ def sft_config(job: TrainJob, *, cuda: bool, dtype: Any, micro_batch: int, grad_
     )
 
 
+def make_trainer(job: TrainJob, model: Any, tokenizer: Any, *, cuda: bool, dtype: Any, lengths: list[int],
+                 micro_batch: int, grad_accum: int, total_steps: int, hf_checkpointing: bool,
+                 peft_config: Any = None):  # noqa: ANN201
+    """TRL's SFTTrainer (Unsloth's patched one in an Unsloth worker) over the ordered rows, with the event
+    callback; returns (trainer, callback)."""
+    from datasets import Dataset
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    from trl import SFTTrainer
+
+    rows, step_tokens = ordered_rows(job, lengths, micro_batch, grad_accum, total_steps)
+    callback = metric_callback(job, total_steps, step_tokens, cuda)
+    config = sft_config(job, cuda=cuda, dtype=dtype, micro_batch=micro_batch, grad_accum=grad_accum,
+                        total_steps=total_steps, optim=optimizer_name(job, cuda), hf_checkpointing=hf_checkpointing)
+    trainer = SFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=Dataset.from_list(rows),
+        eval_dataset=Dataset.from_list(job.val_rows) if config.eval_strategy != "no" else None,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[callback],
+    )
+    # The trainer's own printers would write dicts to stdout; progress goes out as events instead.
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    trainer.ollatune_batch = (micro_batch, grad_accum)
+    return trainer, callback
+
+
 def metric_callback(job: TrainJob, total_steps: int, step_tokens: list[int], cuda: bool):  # noqa: ANN201
     from transformers import TrainerCallback
 

@@ -11,8 +11,8 @@ from typing import Any
 
 from finetune.backends import BackendResult, TrainJob
 from finetune.backends.common import (
-    choose_micro_batch, compute_dtype, cuda_available, gradient_checkpointing, metric_callback, optimizer_name,
-    ordered_rows, prepare_tokenizer, sft_config, token_lengths, train_and_save,
+    choose_micro_batch, compute_dtype, cuda_available, gradient_checkpointing, make_trainer, prepare_tokenizer,
+    token_lengths, train_and_save,
 )
 from workspace.quiet import quiet_libraries
 
@@ -50,10 +50,7 @@ def load_model(job: TrainJob, cuda: bool, dtype: Any) -> Any:
 def build_trainer(job: TrainJob, total_steps: int | None = None):  # noqa: ANN201
     """The SFTTrainer for a job (tests inspect its dataset and collator without training)."""
     import torch
-    from datasets import Dataset
     from transformers import AutoTokenizer
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-    from trl import SFTTrainer
 
     quiet_libraries()
     t = job.recipe.train
@@ -81,24 +78,8 @@ def build_trainer(job: TrainJob, total_steps: int | None = None):  # noqa: ANN20
         peft_config = None
     else:
         peft_config = lora_config(job)
-    rows, step_tokens = ordered_rows(job, lengths, micro, accum, total)
-    callback = metric_callback(job, total, step_tokens, cuda)
-    config = sft_config(job, cuda=cuda, dtype=dtype, micro_batch=micro, grad_accum=accum, total_steps=total,
-                        optim=optimizer_name(job, cuda), hf_checkpointing=checkpointing)
-    trainer = SFTTrainer(
-        model=model,
-        args=config,
-        train_dataset=Dataset.from_list(rows),
-        eval_dataset=Dataset.from_list(job.val_rows) if config.eval_strategy != "no" else None,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=[callback],
-    )
-    # The trainer's own printers would write dicts to stdout; progress goes out as events instead.
-    trainer.remove_callback(PrinterCallback)
-    trainer.remove_callback(ProgressCallback)
-    trainer.ollatune_batch = (micro, accum)
-    return trainer, callback
+    return make_trainer(job, model, tokenizer, cuda=cuda, dtype=dtype, lengths=lengths, micro_batch=micro,
+                        grad_accum=accum, total_steps=total, hf_checkpointing=checkpointing, peft_config=peft_config)
 
 
 def run(job: TrainJob) -> BackendResult:

@@ -12,8 +12,8 @@ from typing import Any
 
 from finetune.backends import BackendResult, TrainJob
 from finetune.backends.common import (
-    choose_micro_batch, compute_dtype, gradient_checkpointing, metric_callback, optimizer_name, ordered_rows,
-    prepare_tokenizer, sft_config, token_lengths, train_and_save,
+    choose_micro_batch, compute_dtype, gradient_checkpointing, make_trainer, prepare_tokenizer, token_lengths,
+    train_and_save,
 )
 
 
@@ -57,9 +57,6 @@ def load_model(job: TrainJob, dtype: Any) -> tuple[Any, Any]:
 
 def build_trainer(job: TrainJob):  # noqa: ANN201
     import torch
-    from datasets import Dataset
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-    from trl import SFTTrainer
 
     t = job.recipe.train
     torch.manual_seed(t.seed)
@@ -72,23 +69,11 @@ def build_trainer(job: TrainJob):  # noqa: ANN201
     micro, accum = t.batch_size, t.grad_accum
     if t.auto_micro_batch:
         micro, accum = choose_micro_batch(model, job, max(lengths), len(tokenizer))
-    rows, step_tokens = ordered_rows(job, lengths, micro, accum, total)
-    callback = metric_callback(job, total, step_tokens, True)
-    config = sft_config(job, cuda=True, dtype=dtype, micro_batch=micro, grad_accum=accum, total_steps=total,
-                        optim=optimizer_name(job, True), hf_checkpointing=False)
-    trainer = SFTTrainer(
-        model=model,
-        args=config,
-        train_dataset=Dataset.from_list(rows),
-        eval_dataset=Dataset.from_list(job.val_rows) if config.eval_strategy != "no" else None,
-        processing_class=tokenizer,
-        callbacks=[callback],
-    )
-    trainer.remove_callback(PrinterCallback)
-    trainer.remove_callback(ProgressCallback)
-    return trainer, callback, micro, accum
+    return make_trainer(job, model, tokenizer, cuda=True, dtype=dtype, lengths=lengths, micro_batch=micro,
+                        grad_accum=accum, total_steps=total, hf_checkpointing=False)
 
 
 def run(job: TrainJob) -> BackendResult:
-    trainer, callback, micro, accum = build_trainer(job)
+    trainer, callback = build_trainer(job)
+    micro, accum = trainer.ollatune_batch
     return train_and_save(trainer, job, callback, True, micro, accum)

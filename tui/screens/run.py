@@ -94,7 +94,7 @@ class RunScreen(Screen):
                 self.run_id = str(event["run"])
             if event.get("type") == "metric":
                 replot = plot.add_metric(event) or replot
-                self.last_metric = event
+                self.last_metric = {**self.last_metric, **event}  # an eval-only event keeps the loss
             stage.apply(event)
             log.add(event)
         if replot:
@@ -106,8 +106,9 @@ class RunScreen(Screen):
         m = self.last_metric
         if m:
             bits = [f"step {m.get('step')}"]
-            for key, fmt in (("loss", ".4f"), ("eval_loss", ".4f"), ("lr", ".2e"), ("tokens_per_s", ".0f"),
-                             ("gpu_mem_gib", ".1f")):
+            for key, fmt in (("loss", ".4f"), ("eval_loss", ".4f"), ("epoch", ".2f"), ("lr", ".2e"),
+                             ("tokens_per_s", ".0f"), ("gpu_reserved_gib", ".1f"), ("gpu_peak_gib", ".1f"),
+                             ("eta_s", ".0f")):
                 if isinstance(m.get(key), (int, float)):
                     bits.append(f"{key} {m[key]:{fmt}}")
             parts.append("  ".join(bits))
