@@ -43,8 +43,21 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def preflight(recipe: Recipe) -> None:
+    """Problems a recipe can be refused for before any data or model is touched."""
+    import importlib.util
+
+    from finetune.troubleshoot import TrainingProblem
+
+    if recipe.train.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise TrainingProblem("train.tensorboard=true but the tensorboard package is not installed",
+                              "pip install tensorboard (or the project's [tensorboard] extra), or set "
+                              "train.tensorboard=false")
+
+
 def train(recipe: Recipe, data: PreparedData, ctx: RunContext, base: BaseModel | None = None) -> TrainResult:
     events = ctx.events("finetune")
+    preflight(recipe)
     if base is None:
         base = resolve_base_model(recipe.model.base, ctx.settings, log=events.log)
     choice = pick_backend(recipe.train.backend, base.hf_dir)

@@ -131,3 +131,18 @@ def test_the_metric_callback_stops_on_a_nan_loss_and_warns_once_on_a_flat_one(tm
     state.global_step = 13
     with pytest.raises(TrainingProblem, match="step 13"):
         cb.on_log(None, state, None, logs={"loss": float("nan")})
+
+
+def test_tensorboard_without_the_package_is_refused_before_training(tmp_path, monkeypatch):
+    import importlib.util
+
+    from typer.testing import CliRunner
+
+    from tui.cli import app
+
+    if importlib.util.find_spec("tensorboard") is not None:
+        pytest.skip("tensorboard is installed here")
+    monkeypatch.setenv("OLLATUNE_HOME", str(tmp_path))
+    res = CliRunner().invoke(app, ["finetune", "run", "cpu-smoke", "--set", "train.tensorboard=true"])
+    assert res.exit_code == 1
+    assert "tensorboard package is not installed" in res.output and "train.tensorboard=false" in res.output

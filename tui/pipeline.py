@@ -116,6 +116,9 @@ def _run(recipe: Recipe, settings: Settings, ctx: RunContext, stop_after: int) -
     if stop_after < 1:
         return _finish(pipe, result)
 
+    from finetune.train import preflight
+
+    preflight(recipe)
     base = resolve_base_model(recipe.model.base, settings, log=ctx.events("finetune").log)
 
     # finetune
