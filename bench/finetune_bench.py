@@ -35,7 +35,9 @@ SHAPE = dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, nu
 SEQ, MICRO, ACCUM = 2048, 2, 4
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 WARM = 2
-WORK = Path(os.environ.get("OLLATUNE_BENCH_DIR", "/tmp/ollatune-bench"))
+WORK = Path(os.environ.get("OLLATUNE_BENCH_DIR", "/tmp/ollatune-bench"))  # models, rows, workspaces
+# The ollatune runs use the Unsloth backend; OLLATUNE_BENCH_BACKEND=hf checks the script's plumbing without one.
+BACKEND = os.environ.get("OLLATUNE_BENCH_BACKEND", "unsloth")
 # ChatML-like template for the word-level tokenizer: contents joined by spaces, so a prompt's tokens are a
 # prefix of the conversation's and a row of n words is n tokens.
 WORD_TEMPLATE = "{% for m in messages %}{{ m['content'] }} {% endfor %}"
@@ -225,7 +227,7 @@ def ollatune(data: str, steps: int, out: Path, auto_micro_batch: bool) -> None:
         "name": tag,
         "model": {"base": str(WORK / data)},
         "data": {"path": dataset, "format": "alpaca", "eval_rows": 0, "max_seq_len": SEQ},
-        "train": {"backend": os.environ.get("OLLATUNE_BENCH_BACKEND", "unsloth"), "max_steps": steps, "batch_size": MICRO, "grad_accum": ACCUM,
+        "train": {"backend": BACKEND, "max_steps": steps, "batch_size": MICRO, "grad_accum": ACCUM,
                   "auto_micro_batch": auto_micro_batch, "lr": 2e-4, "lr_scheduler": "linear", "warmup_steps": 1,
                   "optimizer": "adamw_8bit", "logging_steps": 1, "save_steps": 10_000, "seed": 3407,
                   "lora": {"r": 16, "alpha": 16, "dropout": 0.0, "target_modules": TARGETS}},
