@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from evals.metrics import METRICS, score
     from evals.report import Comparison, compare, to_markdown
     from evals.runner import EvalConnectionError, EvalModelError, EvalResult, ModelUnderTest, run
-    from evals.suites import Example, Suite, SuiteError, load_examples, load_suite, suite_hash
+    from evals.suites import Example, Suite, SuiteError, load_examples, load_suite, suite_for_task, suite_hash
 
 _EXPORTS = {
     "run": "evals.runner",
@@ -31,6 +31,7 @@ _EXPORTS = {
     "load_suite": "evals.suites",
     "load_examples": "evals.suites",
     "suite_hash": "evals.suites",
+    "suite_for_task": "evals.suites",
     "compare": "evals.report",
     "Comparison": "evals.report",
     "to_markdown": "evals.report",

@@ -1,7 +1,10 @@
 """LangChain chains for a suite: ``ChatPromptTemplate | ChatOllama | StrOutputParser()``.
 
-The chat model's own template (the Modelfile TEMPLATE, built from the training template) turns these
-messages into the prompt, so the eval prompt is the training prompt.
+Every example is a list of chat messages: for a suite over ``alpaca`` rows the suite's prompt template
+(system + ``{question}``) makes them; held-out examples (``format: examples``) carry the exact messages the
+model was trained on. The chain's prompt passes them through a messages placeholder, and the chat model's
+own template (the Modelfile TEMPLATE, built from the training template) turns them into the prompt, so the
+eval prompt is the training prompt.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import SystemMessage
 from langchain_core.output_parsers import StrOutputParser
-from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from langchain_core.runnables import Runnable
 
 from evals.suites import Suite
@@ -53,8 +56,10 @@ def ollama_chat_model(suite: Suite, model_name: str, base_url: str) -> BaseChatM
 
 
 def build_chain(suite: Suite, model_name: str, base_url: str, llm: BaseChatModel | None = None) -> Runnable:
-    """``prompt | llm | StrOutputParser()``; invoke with ``{"question": ...}``, get the raw answer text.
+    """``prompt | llm | StrOutputParser()``; invoke with ``{"messages": example.messages}``, get the raw
+    answer text.
 
     ``llm`` replaces ChatOllama (tests pass a LangChain fake chat model)."""
     model = llm if llm is not None else ollama_chat_model(suite, model_name, base_url)
-    return build_prompt(suite) | model | StrOutputParser()
+    prompt = ChatPromptTemplate.from_messages([MessagesPlaceholder("messages")])
+    return prompt | model | StrOutputParser()

@@ -18,17 +18,19 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
+from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from evals.chains import build_chain, render_prompt
+from evals.chains import build_chain
 from evals.cleaning import clean
 from evals.metrics import score
 from evals.suites import Example, Suite, load_examples, load_suite, suite_hash
+from workspace.errors import OllatuneError
 from workspace.events import ProgressClock, StageEvents, null_events
 from workspace.store.engine import session_scope
 from workspace.store.models import CallCache, EvalRun, Prediction, RegisteredModel, Score, utcnow
@@ -42,30 +44,23 @@ class ModelUnderTest:
     role: str  # "vanilla" | "tuned" (any label; unique within one run)
 
 
-@dataclass
-class EvalResult:
+class EvalResult(BaseModel):
+    """The evals stage's result (and its stage marker)."""
+
+    suite: str
+    suite_hash: str
     eval_run_ids: dict[str, int]
     aggregates: dict[str, dict[str, float]]  # role -> metric -> mean over examples
     skipped: bool  # True when every model's complete eval run was reused (nothing ran)
-    reused: list[str] = field(default_factory=list)  # roles whose complete eval run was reused
+    reused: list[str] = Field(default_factory=list)  # roles whose complete eval run was reused
 
 
-class EvalConnectionError(ConnectionError):
+class EvalConnectionError(OllatuneError, ConnectionError):
     """Ollama could not be reached (or stopped answering) during an eval run."""
 
-    def __init__(self, message: str, hint: str) -> None:
-        super().__init__(f"{message}\nhint: {hint}")
-        self.message = message
-        self.hint = hint
 
-
-class EvalModelError(RuntimeError):
+class EvalModelError(OllatuneError, RuntimeError):
     """The model call failed for another reason (model not found, server error)."""
-
-    def __init__(self, message: str, hint: str | None = None) -> None:
-        super().__init__(message + (f"\nhint: {hint}" if hint else ""))
-        self.message = message
-        self.hint = hint
 
 
 LlmFactory = Callable[[ModelUnderTest], BaseChatModel]
@@ -180,7 +175,7 @@ def _evaluate_model(
         eval_run_id=eval_run_id,
     )
     for i, ex in enumerate(todo, start=1):
-        messages = render_prompt(suite, ex.question)
+        messages = ex.messages
         key = cache_key(m.digest, messages, params)
         with session_scope(session_factory) as s:
             hit = s.get(CallCache, key)
@@ -192,7 +187,7 @@ def _evaluate_model(
                 chain = build_chain(suite, m.name, base_url, llm=llm_factory(m) if llm_factory else None)
             t0 = time.perf_counter()
             try:
-                raw = chain.invoke({"question": ex.question})
+                raw = chain.invoke({"messages": messages})
             except Exception as e:
                 where = f"{m.role} model {m.name}, example {ex.id} ({done + i}/{total}); {done + i - 1} stored"
                 if _is_connection_error(e):
@@ -308,18 +303,15 @@ def run(
                 events=events,
                 llm_factory=llm_factory,
             )
-        except BaseException as e:
-            _finish_run(session_factory, eval_run_id, "failed")
-            if isinstance(e, (EvalConnectionError, EvalModelError)):
-                events.error(e.message, hint=e.hint, role=m.role, eval_run_id=eval_run_id)
-            elif isinstance(e, Exception):
-                events.error(f"{m.role}: eval failed: {type(e).__name__}: {e}", role=m.role, eval_run_id=eval_run_id)
+        except BaseException:
+            _finish_run(session_factory, eval_run_id, "failed")  # the caller reports the error
             raise
         _finish_run(session_factory, eval_run_id, "done")
         aggs[m.role] = aggregate(session_factory, eval_run_id)
         events.log(f"{m.role}: {m.name}: {_fmt(aggs[m.role])}", role=m.role, eval_run_id=eval_run_id, aggregates=aggs[m.role])
 
-    result = EvalResult(eval_run_ids=ids, aggregates=aggs, skipped=len(reused) == len(models), reused=reused)
+    result = EvalResult(suite=suite.name, suite_hash=shash, eval_run_ids=ids, aggregates=aggs,
+                        skipped=len(reused) == len(models), reused=reused)
     events.done(
         suite=suite.name,
         suite_hash=shash,

@@ -3,6 +3,7 @@
 A suite file (``evals/suites/<name>.yaml`` for the shipped ones)::
 
     name: ko-instructions
+    task: alpaca                                                   # the task whose examples it scores
     dataset: {path: data/ko-instructions.jsonl, format: alpaca}   # relative to the YAML file
     prompt: {system: null, user: "{question}"}                     # LangChain f-string template
     params: {temperature: 0, seed: 42, num_predict: 128, stop: [], num_ctx: 2048}
@@ -10,8 +11,11 @@ A suite file (``evals/suites/<name>.yaml`` for the shipped ones)::
     metrics: [rouge_l, token_f1, exact_match, char_f1, bleu]
     limit: null                                                    # first N examples only
 
-For ``format: alpaca`` the question is ``finetune.formats.alpaca_user_message(instruction, input)``,
-exactly the user turn used in training, and the reference is ``output``.
+For ``format: alpaca`` the question is ``workspace.prompts.alpaca_user_message(instruction, input)``,
+exactly the user turn used in training, and the reference is ``output``; the suite's prompt makes the
+messages. For ``format: examples`` the rows are the held-out examples the data stage wrote
+(:mod:`workspace.heldout`): each is asked with the exact messages the model was trained on, and a row of
+another task than the suite's is refused.
 """
 
 from __future__ import annotations
@@ -19,21 +23,25 @@ from __future__ import annotations
 import hashlib
 import json
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from evals.metrics import METRICS, METRICS_VERSION
-from finetune.formats import alpaca_user_message
+from workspace.errors import OllatuneError
+from workspace.heldout import HeldoutError, TaskKind, read_eval_examples
+from workspace.prompts import alpaca_user_message
 
 SUITES_DIR = Path(__file__).with_name("suites")
 
 
-class SuiteError(ValueError):
+class SuiteError(OllatuneError, ValueError):
     """A suite or its dataset is wrong; the message names the file (and line or field)."""
+
+    default_hint = "fix the suite file or its dataset at the place named, then re-run"
 
 
 class _Strict(BaseModel):
@@ -42,7 +50,7 @@ class _Strict(BaseModel):
 
 class DatasetSpec(_Strict):
     path: Path
-    format: Literal["alpaca"] = "alpaca"
+    format: Literal["alpaca", "examples"] = "alpaca"
 
 
 class PromptSpec(_Strict):
@@ -84,12 +92,20 @@ class Params(_Strict):
 class Suite(_Strict):
     name: str
     description: str | None = None
+    task: TaskKind = "alpaca"  # the task whose examples the suite's metrics score
     dataset: DatasetSpec
     prompt: PromptSpec = Field(default_factory=PromptSpec)
     params: Params = Field(default_factory=Params)
     tokenizer: Literal["kiwi", "char", "whitespace"] = "kiwi"
     metrics: list[str] = Field(default_factory=lambda: ["rouge_l", "token_f1", "exact_match", "char_f1", "bleu"])
     limit: int | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _rows_of_the_task(self) -> "Suite":
+        if self.dataset.format == "alpaca" and self.task != "alpaca":
+            raise ValueError(f"dataset.format alpaca holds instruction rows; a {self.task} suite reads held-out "
+                             "examples (dataset.format: examples)")
+        return self
 
     @field_validator("metrics")
     @classmethod
@@ -105,12 +121,27 @@ class Suite(_Strict):
 @dataclass(frozen=True)
 class Example:
     id: str
-    question: str
+    question: str  # the last user turn, as reports show it
     reference: str
+    messages: list[dict[str, str]] = field(default_factory=list)  # what the model is asked
+    answers: tuple[str, ...] = ()  # every acceptable answer, when there are several
 
 
 def shipped_suites() -> list[str]:
     return sorted(p.stem for p in SUITES_DIR.glob("*.yaml"))
+
+
+def suite_for_task(task: str) -> str:
+    """The shipped suite that scores ``task`` examples; a SuiteError naming what exists when none does."""
+    by_task: dict[str, list[str]] = {}
+    for name in shipped_suites():
+        by_task.setdefault(load_suite(name).task, []).append(name)
+    if task in by_task:
+        return by_task[task][0]
+    have = ", ".join(f"{n} ({t})" for t, names in sorted(by_task.items()) for n in names) or "none"
+    raise SuiteError(f"no evaluation suite scores {task} examples yet (shipped suites: {have})",
+                     f"set eval.suite to a suite file whose task is {task}, or stop before evaluation with "
+                     "--until serve")
 
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
@@ -209,7 +240,36 @@ def _rows(path: Path) -> list[tuple[int, Any]]:
 
 
 def load_examples(suite: Suite) -> list[Example]:
-    """The suite's examples in file order (the first ``limit`` of them)."""
+    """The suite's examples in file order (the first ``limit`` of them), with the messages to send."""
+    if suite.dataset.format == "examples":
+        examples = _heldout_examples(suite)
+    else:
+        examples = _alpaca_examples(suite)
+    if not examples:
+        raise SuiteError(f"{suite.dataset.path}: no examples")
+    return examples[: suite.limit] if suite.limit is not None else examples
+
+
+def _heldout_examples(suite: Suite) -> list[Example]:
+    path = Path(suite.dataset.path)
+    try:
+        rows = read_eval_examples(path)
+    except HeldoutError as e:
+        raise SuiteError(e.message, e.hint) from None
+    wrong = [r for r in rows if r.task != suite.task]
+    if wrong:
+        tasks = sorted({r.task for r in wrong})
+        raise SuiteError(
+            f"suite {suite.name!r} scores {suite.task} examples, but {path} holds {len(wrong)} "
+            f"{'/'.join(tasks)} example(s) (first at line {wrong[0].line or '?'} of the source)",
+            f"evaluate them with a suite whose task is {tasks[0]} (`eval.suite` in the recipe)")
+    return [Example(id=r.id, question=r.question(), reference=r.reference.strip(), messages=r.chat(),
+                    answers=tuple(r.answers)) for r in rows]
+
+
+def _alpaca_examples(suite: Suite) -> list[Example]:
+    from evals.chains import render_prompt
+
     path = Path(suite.dataset.path)
     where = "row" if path.suffix == ".json" else "line"
     examples: list[Example] = []
@@ -217,26 +277,20 @@ def load_examples(suite: Suite) -> list[Example]:
     for lineno, row in _rows(path):
         if not isinstance(row, dict):
             raise SuiteError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-        for field in ("instruction", "output"):
-            if not isinstance(row.get(field), str) or not row[field].strip():
-                raise SuiteError(f"{path}:{lineno}: missing or empty string field {field!r} (alpaca layout)")
+        for field_name in ("instruction", "output"):
+            if not isinstance(row.get(field_name), str) or not row[field_name].strip():
+                raise SuiteError(f"{path}:{lineno}: missing or empty string field {field_name!r} (alpaca layout)")
         if row.get("input") is not None and not isinstance(row["input"], str):
             raise SuiteError(f"{path}:{lineno}: field 'input' must be a string")
         ex_id = str(row["id"]) if row.get("id") is not None else str(lineno)
         if ex_id in seen:
             raise SuiteError(f"{path}:{lineno}: duplicate example id {ex_id!r} (first at {where} {seen[ex_id]})")
         seen[ex_id] = lineno
-        examples.append(
-            Example(
-                id=ex_id,
-                question=alpaca_user_message(row["instruction"], row.get("input") or ""),
-                reference=row["output"].strip(),
-            )
-        )
+        question = alpaca_user_message(row["instruction"], row.get("input") or "")
+        examples.append(Example(id=ex_id, question=question, reference=row["output"].strip(),
+                                messages=render_prompt(suite, question)))
         if suite.limit is not None and len(examples) >= suite.limit:
             break
-    if not examples:
-        raise SuiteError(f"{path}: no examples")
     return examples
 
 

@@ -5,8 +5,9 @@ Public entry point: :func:`export.to_gguf`. Heavy imports happen inside the func
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
+
+from pydantic import BaseModel, Field
 
 from export.errors import ExportError
 from workspace.context import RunContext
@@ -16,16 +17,18 @@ from workspace.store import Artifact, session_scope
 __all__ = ["ExportError", "ExportResult", "ExportSource", "to_gguf"]
 
 
-@dataclass
-class ExportSource:
+class ExportSource(BaseModel):
+    """What to export: a base model folder, and the adapter to merge into it (none: the base itself)."""
+
     base_dir: Path  # HF folder of the base model
     adapter_dir: Path | None = None  # None: export the base model itself (the vanilla model)
     training_run_id: int | None = None  # store id, for lineage
     label: str = "tuned"  # file-name stem inside the export folder
 
 
-@dataclass
-class ExportResult:
+class ExportResult(BaseModel):
+    """One exported model (the export stage's marker holds one per model)."""
+
     hf_dir: Path  # merged model (or the base folder for vanilla)
     f16_gguf: Path
     gguf: Path  # the quantized file that gets registered
@@ -33,7 +36,7 @@ class ExportResult:
     sha256: str
     bytes: int
     artifact_id: int
-    verify: dict = field(default_factory=dict)
+    verify: dict = Field(default_factory=dict)
 
 
 def to_gguf(source: ExportSource, ctx: RunContext, *, quant: str = "q4_k_m", verify_tokens: int = 8) -> ExportResult:
@@ -84,7 +87,8 @@ def to_gguf(source: ExportSource, ctx: RunContext, *, quant: str = "q4_k_m", ver
     artifact_id = _record(ctx, source, "gguf", quant, final, events) if quant != "f16" else _last_id(ctx, f16)
     events.progress(steps, steps, "steps")
     sha = sha256_file(final)
-    result = ExportResult(hf_dir, f16, final, quant, sha, final.stat().st_size, artifact_id, report_dict)
+    result = ExportResult(hf_dir=hf_dir, f16_gguf=f16, gguf=final, quant=quant, sha256=sha,
+                          bytes=final.stat().st_size, artifact_id=artifact_id, verify=report_dict)
     events.done(gguf=str(final), quant=quant, bytes=result.bytes, verify=report_dict)
     return result
 

@@ -1,6 +1,5 @@
-class ExportError(RuntimeError):
-    """An export step failed; ``hint`` says what to do next."""
+from workspace.errors import OllatuneError
 
-    def __init__(self, message: str, hint: str = "") -> None:
-        super().__init__(message)
-        self.hint = hint
+
+class ExportError(OllatuneError, RuntimeError):
+    """An export step failed; ``hint`` says what to do next."""

@@ -7,10 +7,14 @@ A GGUF is dequantized once into ``$OLLATUNE_HOME/models/<hash>/`` (safetensors +
 
 from __future__ import annotations
 
+from workspace.errors import OllatuneError
+
 import importlib.util
 import json
-from dataclasses import dataclass
+import re
 from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
 
 from workspace.files import atomic_path, sha256_file
 from workspace.settings import Settings
@@ -19,18 +23,29 @@ SMOLLM2_ALIAS = "smollm2-135m-instruct"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-class BaseModelError(RuntimeError):
-    def __init__(self, message: str, hint: str = "") -> None:
-        super().__init__(message)
-        self.hint = hint
+class BaseModelError(OllatuneError, RuntimeError):
+    """A base model that cannot be resolved to a local folder."""
 
 
-@dataclass(frozen=True)
-class BaseModel:
+class ResolvedBase(BaseModel):
+    """A base model as a local Hugging Face folder, and where it came from."""
+
+    model_config = ConfigDict(frozen=True)
+
     ref: str  # what the user wrote
     kind: str  # alias | gguf | folder | hub
     hf_dir: Path  # a folder transformers loads offline
     source_sha256: str  # hash of the GGUF or of the folder's config + weights index
+
+    def slug(self) -> str:
+        """A short lower-case name for the base, for Ollama names: ``Qwen/Qwen2.5-7B-Instruct`` ->
+        ``qwen2.5-7b-instruct``; a folder or GGUF gives its name (without a quantization suffix)."""
+        name = self.ref.rstrip("/").rsplit("/", 1)[-1]
+        if self.kind == "gguf":
+            name = Path(name).stem
+            name = re.sub(r"[.-](q\d\w*|f16|bf16|f32)$", "", name, flags=re.IGNORECASE)
+        slug = re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-.")
+        return slug or "base"
 
 
 def smollm2_gguf() -> Path:
@@ -44,7 +59,7 @@ def smollm2_gguf() -> Path:
     return path
 
 
-def resolve_base_model(ref: str, settings: Settings, log=lambda msg: None) -> BaseModel:  # noqa: ANN001
+def resolve_base_model(ref: str, settings: Settings, log=lambda msg: None) -> ResolvedBase:  # noqa: ANN001
     if ref == SMOLLM2_ALIAS:
         gguf = smollm2_gguf()
         return _from_gguf(ref, "alias", gguf, settings, log)
@@ -57,7 +72,7 @@ def resolve_base_model(ref: str, settings: Settings, log=lambda msg: None) -> Ba
         if not (path / "config.json").exists():
             raise BaseModelError(f"{path} has no config.json", "point model.base at a Hugging Face model folder")
         h = sha256_file(path / "config.json")
-        return BaseModel(ref, "folder", path.resolve(), h)
+        return ResolvedBase(ref=ref, kind="folder", hf_dir=path.resolve(), source_sha256=h)
     if path.exists():
         raise BaseModelError(f"{path} is neither a .gguf file nor a model folder", "check model.base")
     if ref.count("/") == 1 and not ref.startswith(("/", ".")):
@@ -66,7 +81,7 @@ def resolve_base_model(ref: str, settings: Settings, log=lambda msg: None) -> Ba
                          f"use {SMOLLM2_ALIAS}, a .gguf file, a model folder or an id like org/name")
 
 
-def _from_hub(ref: str, log) -> BaseModel:  # noqa: ANN001
+def _from_hub(ref: str, log) -> ResolvedBase:  # noqa: ANN001
     from huggingface_hub import snapshot_download
 
     try:
@@ -77,21 +92,21 @@ def _from_hub(ref: str, log) -> BaseModel:  # noqa: ANN001
         problem = hub_problem(ref, e)
         raise BaseModelError(str(problem), problem.hint) from None
     log(f"using {ref} from {folder}")
-    return BaseModel(ref, "hub", folder, sha256_file(folder / "config.json"))
+    return ResolvedBase(ref=ref, kind="hub", hf_dir=folder, source_sha256=sha256_file(folder / "config.json"))
 
 
-def _from_gguf(ref: str, kind: str, gguf: Path, settings: Settings, log) -> BaseModel:  # noqa: ANN001
+def _from_gguf(ref: str, kind: str, gguf: Path, settings: Settings, log) -> ResolvedBase:  # noqa: ANN001
     sha = sha256_file(gguf)
     folder = settings.models_dir / f"{gguf.stem}-{sha[:12]}"
     if (folder / "config.json").exists() and (folder / "ollatune-source.json").exists():
-        return BaseModel(ref, kind, folder, sha)
+        return ResolvedBase(ref=ref, kind=kind, hf_dir=folder, source_sha256=sha)
     log(f"dequantizing {gguf.name} into a local model folder (once; about a minute on 2 cores)")
     with atomic_path(folder) as tmp:
         tmp.mkdir(parents=True)
         gguf_to_hf_folder(gguf, tmp)
         (tmp / "ollatune-source.json").write_text(
             json.dumps({"gguf": str(gguf), "sha256": sha}, indent=2) + "\n", encoding="utf-8")
-    return BaseModel(ref, kind, folder, sha)
+    return ResolvedBase(ref=ref, kind=kind, hf_dir=folder, source_sha256=sha)
 
 
 def gguf_to_hf_folder(gguf: Path, out: Path) -> None:

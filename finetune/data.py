@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from workspace.errors import OllatuneError
 
-class DatasetError(ValueError):
-    def __init__(self, message: str, hint: str = "") -> None:
-        super().__init__(message)
-        self.hint = hint
+
+class DatasetError(OllatuneError, ValueError):
+    """Rows that cannot be used: file, line and field are in the message."""

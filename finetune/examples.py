@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from finetune.formats import alpaca_user_message
+from workspace.prompts import QA_PROMPT, RAFT_PROMPT, SQL_PROMPT, alpaca_user_message
 
 Task = Literal["alpaca", "text2sql", "qa", "raft", "chat"]
 TASKS: tuple[str, ...] = ("alpaca", "text2sql", "qa", "raft", "chat")
@@ -35,9 +35,6 @@ REQUIRED: dict[str, tuple[str, ...]] = {
 ROLE_ALIASES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "bot": "assistant",
                 "model": "assistant", "system": "system"}
 
-SQL_PROMPT = "다음 데이터베이스 스키마를 보고 질문에 답하는 SQLite 쿼리를 작성하세요.\n\n{context}\n\n질문: {question}"
-QA_PROMPT = "다음 글을 읽고 질문에 대한 답을 글에서 찾아 짧게 쓰세요.\n\n{context}\n\n질문: {question}"
-RAFT_PROMPT = "다음 문서들을 참고하여 질문에 답하세요.\n\n{documents}\n\n질문: {question}"
 
 
 class ExampleError(ValueError):

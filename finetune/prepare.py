@@ -1,37 +1,67 @@
-"""The data stage: load and validate the rows, split off the held-out rows, record the dataset."""
+"""The data stage: load and validate the rows, split off the held-out rows, record the dataset.
+
+``prepare_data(recipe, ctx) -> PreparedData``. The training rows are written as conversational
+prompt/completion rows; the held-out rows as normalised evaluation examples (:mod:`workspace.heldout`),
+so that the evals stage asks each one exactly as the model was trained and scores it by its task.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import BaseModel
 from sqlalchemy import select
 
 from finetune.data import DatasetError
+from finetune.examples import Example
 from finetune.recipe import Recipe
 from finetune.samples import open_records, resolve_source
-from finetune.splits import split_examples, write_split
+from finetune.splits import split_examples
 from finetune.validate import ValidationConfig, validate, write_rejects
 from workspace.context import RunContext
 from workspace.files import sha256_file, write_jsonl_atomic
+from workspace.heldout import EvalExample, write_eval_examples
 from workspace.store import Dataset, session_scope
 
 
-@dataclass
-class PreparedData:
+class PreparedData(BaseModel):
+    """The data stage's result (and its stage marker)."""
+
     dataset_path: Path
     dataset_sha256: str
     dataset_id: int
+    task: str
     train_path: Path  # conversational prompt/completion rows
-    heldout_path: Path  # test rows in the dataset's own layout, for evaluation
     train_rows: int
+    heldout_path: Path  # normalised evaluation examples (workspace.heldout)
     heldout_rows: int
     val_path: Path | None = None  # validation rows (prompt/completion) for the evaluation loss
     val_rows: int = 0
 
+    def paths(self) -> list[Path]:
+        return [p for p in (self.train_path, self.heldout_path, self.val_path) if p is not None]
+
 
 def resolve_data_path(ref: str) -> Path:
     return Path(resolve_source(ref)[0]).expanduser()
+
+
+def eval_example(ex: Example) -> EvalExample:
+    """A validated example as a held-out evaluation example: the prompt as trained, the reference, and what
+    its task's scoring needs."""
+    answers: list[str] = []
+    db_id = schema = None
+    if ex.task == "qa":
+        answers = [a["text"].strip() for a in ex.fields["answers"]]
+    elif ex.task == "raft":
+        answers = [ex.fields["answer"].strip()]
+    elif ex.task == "text2sql":
+        db_id = ex.metadata.get("db_id")
+        db_id = str(db_id) if db_id is not None else None
+        schema = ex.fields["context"]
+    return EvalExample(id=ex.id, task=ex.task, messages=ex.prompt, reference=ex.response, answers=answers,
+                       db_id=db_id, schema_sql=schema, line=ex.line,
+                       metadata={k: v for k, v in ex.metadata.items() if k != "db_id"})
 
 
 def prepare_data(recipe: Recipe, ctx: RunContext) -> PreparedData:
@@ -50,7 +80,7 @@ def prepare_data(recipe: Recipe, ctx: RunContext) -> PreparedData:
     try:
         examples, report = validate(open_records(source), cfg, source=str(path))
     except SourceError as e:
-        raise DatasetError(str(e), e.hint) from None
+        raise DatasetError(e.message, e.hint) from None
     if report.rejects:
         rejects = write_rejects(ctx.run_dir / "data" / "rejects.jsonl", report)
         first = report.rejects[0]
@@ -59,13 +89,12 @@ def prepare_data(recipe: Recipe, ctx: RunContext) -> PreparedData:
                            f"fix the rows listed in {rejects} (or check them with `ollatune data validate {path}`)")
     parts = split_examples(examples, validation=recipe.data.val_rows, test=recipe.data.eval_rows,
                            seed=recipe.data.seed)
-    train_path = ctx.run_dir / "data" / "train.jsonl"
-    heldout_path = ctx.run_dir / "data" / "heldout.jsonl"
-    write_jsonl_atomic(train_path, (ex.prompt_completion() for ex in parts["train"]))
-    write_split(heldout_path, parts["test"])
+    data_dir = ctx.run_dir / "data"
+    train_path = write_jsonl_atomic(data_dir / "train.jsonl", (ex.prompt_completion() for ex in parts["train"]))
+    heldout_path = write_eval_examples(data_dir / "heldout.jsonl", (eval_example(ex) for ex in parts["test"]))
     val_path = None
     if parts["validation"]:
-        val_path = write_jsonl_atomic(ctx.run_dir / "data" / "validation.jsonl",
+        val_path = write_jsonl_atomic(data_dir / "validation.jsonl",
                                       (ex.prompt_completion() for ex in parts["validation"]))
     sha = sha256_file(path) if path.is_file() else ""
     with session_scope(ctx.store) as s:
@@ -77,6 +106,7 @@ def prepare_data(recipe: Recipe, ctx: RunContext) -> PreparedData:
         dataset_id = ds.id
     events.artifact("dataset", path, sha256=sha, bytes=path.stat().st_size if path.is_file() else None)
     events.done(rows=report.total, train_rows=len(parts["train"]), val_rows=len(parts["validation"]),
-                heldout_rows=len(parts["test"]))
-    return PreparedData(path, sha, dataset_id, train_path, heldout_path, len(parts["train"]), len(parts["test"]),
-                        val_path, len(parts["validation"]))
+                heldout_rows=len(parts["test"]), task=task)
+    return PreparedData(dataset_path=path, dataset_sha256=sha, dataset_id=dataset_id, task=task,
+                        train_path=train_path, train_rows=len(parts["train"]), heldout_path=heldout_path,
+                        heldout_rows=len(parts["test"]), val_path=val_path, val_rows=len(parts["validation"]))

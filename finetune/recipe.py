@@ -9,13 +9,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from workspace.errors import OllatuneError
+
 RECIPES_DIR = Path(__file__).with_name("recipes")
 
 
-class RecipeError(ValueError):
-    def __init__(self, message: str, hint: str = "") -> None:
-        super().__init__(message)
-        self.hint = hint
+class RecipeError(OllatuneError, ValueError):
+    """A recipe that cannot be loaded: the file and field are in the message."""
 
 
 class _Section(BaseModel):
@@ -115,8 +115,9 @@ class ExportSection(_Section):
 
 
 class ServeSection(_Section):
-    name: str = Field("ollatune/demo-ko", description="Ollama name of the tuned model.")
-    vanilla_name: str = Field("ollatune/smollm2-135m-vanilla", description="Ollama name of the base model.")
+    name: str | None = Field(None, description="Ollama name of the tuned model (null: ollatune/<recipe name>).")
+    vanilla_name: str | None = Field(None, description="Ollama name of the base model (null: named after the "
+                                     "base actually used, ollatune/<base>-vanilla).")
     parameters: dict[str, Any] = Field(
         default_factory=lambda: {"temperature": 0.0, "top_k": 40, "top_p": 0.9, "repeat_penalty": 1.1,
                                  "num_ctx": 2048, "num_predict": 256}
@@ -124,7 +125,8 @@ class ServeSection(_Section):
 
 
 class EvalSection(_Section):
-    suite: str = "ko-instructions"
+    suite: str = Field("auto", description="A shipped suite name or a suite YAML; auto: the shipped suite that "
+                       "scores the recipe's task.")
     limit: int | None = Field(None, ge=1)
     num_predict: int = Field(96, ge=1)
     seed: int = 42

@@ -3,6 +3,8 @@ dataset ids, one record at a time with its source line, never stopping at a bad 
 
 from __future__ import annotations
 
+from workspace.errors import OllatuneError
+
 import csv
 import io
 import json
@@ -14,12 +16,8 @@ from typing import Any
 SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
 
-class SourceError(ValueError):
+class SourceError(OllatuneError, ValueError):
     """The source as a whole cannot be read (missing file, unknown type, hub unreachable)."""
-
-    def __init__(self, message: str, hint: str = "") -> None:
-        super().__init__(message)
-        self.hint = hint
 
 
 @dataclass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from workspace.errors import OllatuneError
+
 import json
 import random
 from pathlib import Path
@@ -10,10 +12,8 @@ from finetune.examples import Example
 from workspace.files import write_jsonl_atomic
 
 
-class SplitError(ValueError):
-    def __init__(self, message: str, hint: str = "") -> None:
-        super().__init__(message)
-        self.hint = hint
+class SplitError(OllatuneError, ValueError):
+    """A split that would leave no training rows or leak test rows into training."""
 
 
 def split_examples(examples: list[Example], *, validation: int = 0, test: int = 0,

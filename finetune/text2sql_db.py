@@ -8,6 +8,8 @@ The database is written under a temporary name and renamed into place, so a fail
 
 from __future__ import annotations
 
+from workspace.errors import OllatuneError
+
 import os
 import re
 import sqlite3
@@ -32,12 +34,8 @@ _MYSQL_MARKERS = (
 )
 
 
-class DatabaseBuildError(ValueError):
+class DatabaseBuildError(OllatuneError, ValueError):
     """A script that cannot be built into a database: names the file and the statement; `hint` says what to do."""
-
-    def __init__(self, message: str, hint: str = "") -> None:
-        super().__init__(message)
-        self.hint = hint
 
 
 def shipped_databases() -> dict[str, Path]:

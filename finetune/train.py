@@ -2,32 +2,38 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
 
 from finetune.backends import pick_backend
-from finetune.base_model import BaseModel, resolve_base_model
+from finetune.base_model import ResolvedBase, resolve_base_model
 from finetune.prepare import PreparedData
 from finetune.recipe import Recipe
+from finetune.troubleshoot import TrainingProblem
 from finetune.worker import run_worker
 from workspace.context import RunContext
 from workspace.files import sha256_tree, tree_bytes, write_json_atomic
 from workspace.store import Artifact, TrainingRun, session_scope
 
 
-@dataclass
-class TrainResult:
-    run_dir: Path
+class TrainResult(BaseModel):
+    """The finetune stage's result (and its stage marker)."""
+
     adapter_dir: Path
-    base: BaseModel
+    adapter_sha256: str
+    base: ResolvedBase
     backend: str
     steps: int
-    final_loss: float | None
-    first_loss: float | None
+    final_loss: float | None = None
+    first_loss: float | None = None
     training_run_id: int
-    adapter_sha256: str
-    train_seconds: float
+    train_seconds: float = 0.0
+    micro_batch: int = 0
+    grad_accum: int = 0
+    memory: dict[str, Any] = {}
 
 
 def _versions() -> dict[str, str]:
@@ -55,13 +61,35 @@ def preflight(recipe: Recipe) -> None:
                               "train.tensorboard=false")
 
 
-def train(recipe: Recipe, data: PreparedData, ctx: RunContext, base: BaseModel | None = None) -> TrainResult:
+def check_lengths(recipe: Recipe, data: PreparedData, base: ResolvedBase, events: Any) -> int:
+    """Measure the training rows under the model's chat template before any training; refuse a run that
+    would train nothing, warn when many rows are cut. Returns the number of rows that train."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    from finetune.lengths import check, ensure_chat_template, measure
+    from workspace.quiet import quiet_libraries
+
+    quiet_libraries()
+    tokenizer = AutoTokenizer.from_pretrained(str(base.hf_dir))
+    eos_appended = ensure_chat_template(tokenizer)
+    rows = [json.loads(line) for line in data.train_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    report = measure(tokenizer, rows, recipe.data.max_seq_len, eos_appended=eos_appended)
+    events.log(f"token lengths: {report.summary()}")
+    check(report, warn=lambda message: events.log(message, "warning"))
+    return report.trainable
+
+
+def train(recipe: Recipe, data: PreparedData, ctx: RunContext, base: ResolvedBase | None = None) -> TrainResult:
+    """Train the adapter of ``recipe`` on ``data`` in a worker process; the result records where it is."""
     events = ctx.events("finetune")
     preflight(recipe)
     if base is None:
         base = resolve_base_model(recipe.model.base, ctx.settings, log=events.log)
     choice = pick_backend(recipe.train.backend, base.hf_dir)
-    total_steps = recipe.train.total_steps(data.train_rows)
+    trainable = check_lengths(recipe, data, base, events)
+    total_steps = recipe.train.total_steps(trainable)
     events.start(backend=choice.name, base=recipe.model.base, max_steps=total_steps, total_steps=total_steps)
     events.log(f"backend {choice.name}: {choice.reason}")
     out_dir = ctx.run_dir / "finetune"
@@ -98,6 +126,12 @@ def train(recipe: Recipe, data: PreparedData, ctx: RunContext, base: BaseModel |
             run = s.get(TrainingRun, run_pk)
             run.status = "failed"
         raise e
+    if result.steps == 0:
+        with session_scope(ctx.store) as s:
+            s.get(TrainingRun, run_pk).status = "failed"
+        raise TrainingProblem(f"training ran no optimizer step on {trainable} rows (see {out_dir / 'worker.log'})",
+                              "check that the rows keep answer tokens within data.max_seq_len "
+                              "(`ollatune data validate FILE --model BASE`) and that train.max_steps/epochs > 0")
     sha = sha256_tree(result.adapter_dir)
     size = tree_bytes(result.adapter_dir)
     with session_scope(ctx.store) as s:
@@ -111,5 +145,7 @@ def train(recipe: Recipe, data: PreparedData, ctx: RunContext, base: BaseModel |
     first = result.losses[0] if result.losses else None
     events.done(steps=result.steps, final_loss=result.final_loss, first_loss=first, seconds=result.train_seconds,
                 backend=backend, micro_batch=result.micro_batch, grad_accum=result.grad_accum, memory=result.memory)
-    return TrainResult(ctx.run_dir, result.adapter_dir, base, backend, result.steps, result.final_loss, first,
-                       run_pk, sha, result.train_seconds)
+    return TrainResult(adapter_dir=result.adapter_dir, adapter_sha256=sha, base=base, backend=backend,
+                       steps=result.steps, final_loss=result.final_loss, first_loss=first, training_run_id=run_pk,
+                       train_seconds=result.train_seconds, micro_batch=result.micro_batch,
+                       grad_accum=result.grad_accum, memory=result.memory)

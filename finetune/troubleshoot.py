@@ -14,13 +14,11 @@ from __future__ import annotations
 from statistics import mean
 from typing import Any
 
+from workspace.errors import OllatuneError
 
-class TrainingProblem(RuntimeError):
+
+class TrainingProblem(OllatuneError, RuntimeError):
     """A training failure with a one-line cause and the concrete next step."""
-
-    def __init__(self, message: str, hint: str = "") -> None:
-        super().__init__(message)
-        self.hint = hint
 
 
 def oom_problem(recipe: Any, detail: str = "") -> TrainingProblem:

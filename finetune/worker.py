@@ -76,18 +76,60 @@ def run_worker(spec: dict[str, Any], out_dir: Path, events: Any):  # noqa: ANN20
     if failure is not None:
         raise TrainingProblem(failure["message"], failure.get("hint", ""))
     if rc != 0 or result is None:
-        how = f"was killed by {SIGNALS.get(-rc, f'signal {-rc}')}" if rc < 0 else f"exited with code {rc}"
-        tail = [ln for ln in log_path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()][-1:]
-        raise TrainingProblem(f"the training process {how}" + (f": {tail[0][:200]}" if tail else ""),
-                              f"see {log_path}; `ollatune finetune resume RUN` continues from the last checkpoint")
+        raise _died(rc, spec, log_path)
     result["adapter_dir"] = Path(result["adapter_dir"])
     return BackendResult(**result)
+
+
+def memory_knobs(recipe: Any) -> str:
+    """The settings that lower the memory of a training step, for a process killed for memory."""
+    t, d = recipe.train, recipe.data
+    knobs = []
+    if t.batch_size > 1:
+        half = max(1, t.batch_size // 2)
+        knobs.append(f"train.batch_size={half} train.grad_accum={t.grad_accum * t.batch_size // half} "
+                     "(same effective batch)")
+    knobs.append(f"data.max_seq_len={max(64, d.max_seq_len // 2)} (now {d.max_seq_len})")
+    return "lower the memory of a step: " + "; or ".join(knobs)
+
+
+def _died(rc: int, spec: dict[str, Any], log_path: Path):  # noqa: ANN202
+    """The TrainingProblem for a worker that ended without a result; also noted at the end of its log."""
+    from finetune.recipe import Recipe
+    from finetune.troubleshoot import TrainingProblem
+
+    lines = [ln for ln in log_path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+    how = f"was killed by {SIGNALS.get(-rc, f'signal {-rc}')}" if rc < 0 else f"exited with code {rc}"
+    resume = f"`ollatune finetune resume {spec['run']}` continues from the last checkpoint"
+    if rc == -9:
+        hint = f"{memory_knobs(Recipe.model_validate(spec['recipe']))}; then {resume} (see {log_path})"
+    else:
+        hint = f"see {log_path}; {resume}"
+    with open(log_path, "a", encoding="utf-8") as log:
+        log.write(f"[ollatune] the training process {how}; {hint}\n")
+    tail = f": {lines[-1][:200]}" if lines and rc > 0 else ""
+    return TrainingProblem(f"the training process {how}{tail}", hint)
+
+
+def _line_buffered_c_stdio() -> None:
+    """Make C-level stdout/stderr line-buffered, so what native code printed is in worker.log even when the
+    process is killed (SIGKILL leaves no chance to flush a block buffer)."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)
+        for name in ("stdout", "stderr"):
+            stream = ctypes.c_void_p.in_dll(libc, name)
+            libc.setvbuf(stream, None, 1, 0)  # _IOLBF
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def main(argv: list[str]) -> int:
     # Events only on the original stdout; whatever else is printed (banners, warnings) goes to stderr.
     chan = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
     os.dup2(2, 1)
+    _line_buffered_c_stdio()
 
     def send(kind: str, payload: dict[str, Any]) -> None:
         chan.write(json.dumps({"worker": kind, **payload}, ensure_ascii=False, default=str) + "\n")

@@ -47,6 +47,11 @@ _EXPORTS = {
     "create_app": "serve.runtime",
     "EmbeddedRuntime": "serve.runtime",
     "serve_forever": "serve.runtime",
+    # the serve stage
+    "PublishRequest": "serve.publishing",
+    "PublishResult": "serve.publishing",
+    "publish": "serve.publishing",
+    "tokenizer_spec": "serve.publishing",
     # client
     "OllamaEndpoint": "serve.client",
     "RegisteredModelInfo": "serve.client",
@@ -54,6 +59,7 @@ _EXPORTS = {
     "register": "serve.client",
     "chat_once": "serve.client",
     "ollama_endpoint": "serve.client",
+    "model_digest": "serve.client",
 }
 
 __all__ = sorted(_EXPORTS)

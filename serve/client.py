@@ -25,7 +25,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from serve.runtime import EmbeddedRuntime
     from workspace.settings import Settings
 
-__all__ = ["OllamaEndpoint", "RegisteredModelInfo", "ensure_ollama", "register", "chat_once", "probe_version", "ollama_endpoint"]
+__all__ = ["OllamaEndpoint", "RegisteredModelInfo", "ensure_ollama", "register", "chat_once", "probe_version", "ollama_endpoint",
+           "model_digest"]
 
 T = TypeVar("T")
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -192,6 +193,13 @@ def register(
         )
     events.artifact("ollama_model", want, sha256=model_digest, host=endpoint.host)
     return RegisteredModelInfo(name=want, digest=model_digest, modelfile_path=modelfile_path, host=endpoint.host)
+
+
+def model_digest(endpoint: OllamaEndpoint, name: str) -> str | None:
+    """The digest under which ``name`` is registered at the endpoint now, or None."""
+    wanted = _full(name)
+    listed = _call(endpoint, "listing models", endpoint.client().list)
+    return next((m.digest for m in listed.models if m.model == wanted), None)
 
 
 def chat_once(endpoint: OllamaEndpoint, name: str, prompt: str, options: dict | None = None) -> str:

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
+from workspace.errors import OllatuneError
 
-class ServeError(Exception):
+
+class ServeError(OllatuneError):
     """Base class of every error ``serve`` raises on purpose."""
-
-    default_hint = ""
-
-    def __init__(self, message: str, hint: str | None = None) -> None:
-        self.message = message
-        self.hint = hint if hint is not None else self.default_hint
-        super().__init__(f"{message}\nhint: {self.hint}" if self.hint else message)
 
 
 class TemplateSyntaxError(ServeError):

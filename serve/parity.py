@@ -98,8 +98,10 @@ def _first_diff(a: str, b: str) -> int | None:
     return n
 
 
-def _strip_bos(text: str, bos_token: str | None) -> str:
-    if bos_token and text.startswith(bos_token):
+def _strip_bos(text: str, bos_token: str | None, go_text: str = "") -> str:
+    """The Jinja rendering without a leading BOS text, which the runtime adds when tokenizing - unless the Go
+    rendering begins with that text too (SmolLM2's BOS is ``<|im_start|>``, the first token of every turn)."""
+    if bos_token and text.startswith(bos_token) and not go_text.startswith(bos_token):
         return text[len(bos_token):]
     return text
 
@@ -133,11 +135,12 @@ def check_parity(
     cases: list[ParityCase] = []
     for name, msgs in convs.items():
         try:
-            jinja = _strip_bos(render_jinja(msgs, True), bos_token)
+            jinja = render_jinja(msgs, True)
         except Exception as e:  # noqa: BLE001 - Jinja raise_exception / type errors from the model's template
             cases.append(ParityCase(name, msgs, None, None, skipped=f"the Jinja template refused it: {e}"))
             continue
         go = render_ollama(spec.go_template, ollama_chat_messages(msgs, spec.system))
+        jinja = _strip_bos(jinja, bos_token, go)
         cases.append(ParityCase(name, msgs, jinja, go, _first_diff(jinja, go)))
     compared = [c for c in cases if c.skipped is None]
     ok = bool(compared) and all(c.diff_pos is None for c in compared)

@@ -472,6 +472,10 @@ class Engine:
             text_out = []
             finish = "stop"
             if max_tokens > 0:
+                # Every request evaluates its whole prompt: reusing the KV cache of a shared prefix from the
+                # previous request changes the numerics (batched vs incremental prompt evaluation), so greedy
+                # output would depend on what was asked before. Evaluation results must not.
+                llm.reset()
                 it = llm.create_completion(
                     prompt=tokens,
                     max_tokens=max_tokens,

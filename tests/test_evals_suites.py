@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from evals.suites import SUITES_DIR, SuiteError, load_examples, load_suite, shipped_suites, suite_hash
-from finetune.formats import alpaca_user_message
+from workspace.prompts import alpaca_user_message
 
 
 def _write_suite(tmp_path: Path, rows: list[str], **extra) -> Path:

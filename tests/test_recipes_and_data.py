@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from finetune.examples import adapt
-from finetune.formats import alpaca_user_message
+from workspace.prompts import alpaca_user_message
 from finetune.samples import SAMPLES, resolve_source
 from finetune.sources import SourceError, read_records
 from finetune.splits import SplitError, split_examples

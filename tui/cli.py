@@ -15,6 +15,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from workspace.errors import OllatuneError
+
 app = typer.Typer(
     name="ollatune",
     help="Fine-tune a local model, export it to GGUF, serve it with Ollama and compare it with the vanilla "
@@ -31,10 +33,8 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-class CliError(Exception):
-    def __init__(self, message: str, hint: str = "") -> None:
-        super().__init__(message)
-        self.hint = hint
+class CliError(OllatuneError):
+    """A command that cannot do what was asked (no Ollama answers, an unknown model...)."""
 
 
 def _settings():  # noqa: ANN202
@@ -56,7 +56,7 @@ def pipeline(
     """
     from finetune.recipe import load_recipe
     from tui.live import make_listener
-    from tui.pipeline import run_pipeline
+    from pipeline import run_pipeline
 
     rec = load_recipe(recipe, set_ or [])
     settings = _settings()
@@ -121,7 +121,7 @@ def finetune_resume(
 
 def _run_until_finetune(rec, events: str) -> None:  # noqa: ANN001
     from tui.live import make_listener
-    from tui.pipeline import run_pipeline
+    from pipeline import run_pipeline
 
     jsonl = events == "jsonl"
     listener = None if jsonl else make_listener(err)
@@ -318,14 +318,14 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("[red]interrupted[/]; re-run the same command to resume")
         sys.exit(130)
-    except Exception as exc:  # one line with the next step, never a traceback, unless asked for
+    except Exception as exc:  # the whole message with the next step, never a traceback, unless asked for
         if os.environ.get("OLLATUNE_DEBUG"):
             raise
-        from tui.pipeline import StageFailed, error_hint
+        from workspace.errors import error_hint, error_message
 
-        where = f"{exc.stage}: " if isinstance(exc, StageFailed) else ""
-        message = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-        err.print(f"[bold red]error[/] {escape(where + message)}")
+        stage = getattr(exc, "stage", None)
+        where = f"{stage}: " if stage else ""
+        err.print(f"[bold red]error[/] {escape(where + error_message(exc))}")
         err.print(f"[yellow]next:[/] {escape(error_hint(exc))}")
         sys.exit(1)
 

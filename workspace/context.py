@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from workspace.events import EventSink, StageEvents
-from workspace.files import sha256_json, write_json_atomic
 from workspace.settings import Settings
 from workspace.store import open_store
 
@@ -37,30 +35,3 @@ class RunContext:
 
     def events(self, stage: str) -> StageEvents:
         return self.sink.stage(stage)
-
-    # Stage markers: a stage is complete for given inputs when its marker holds the same input key.
-    def marker_path(self, stage: str) -> Path:
-        return self.run_dir / "stages" / f"{stage}.json"
-
-    def completed(self, stage: str, inputs: Any) -> dict[str, Any] | None:
-        import json
-
-        path = self.marker_path(stage)
-        if not path.exists():
-            return None
-        try:
-            marker = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        if marker.get("key") != sha256_json(inputs):
-            return None
-        outputs = marker.get("outputs", {})
-        for p in marker.get("paths", []):
-            if not Path(p).exists():
-                return None
-        return outputs
-
-    def mark_complete(self, stage: str, inputs: Any, outputs: dict[str, Any], paths: list[Path | str]) -> None:
-        write_json_atomic(self.marker_path(stage), {
-            "stage": stage, "key": sha256_json(inputs), "outputs": outputs, "paths": [str(p) for p in paths],
-        })

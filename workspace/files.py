@@ -11,9 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from workspace.errors import OllatuneError
 
-class DiskSpaceError(OSError):
-    pass
+
+class DiskSpaceError(OllatuneError, OSError):
+    """Not enough free disk for a step that writes large files."""
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -55,7 +57,8 @@ def ensure_free_space(folder: Path, need_bytes: int, what: str) -> None:
     if free < need_bytes:
         raise DiskSpaceError(
             f"not enough disk space for {what} in {folder}: need {need_bytes / 2**30:.2f} GiB, "
-            f"{free / 2**30:.2f} GiB free; free some space or set OLLATUNE_HOME to a larger disk"
+            f"{free / 2**30:.2f} GiB free",
+            "free some space or set OLLATUNE_HOME to a larger disk, then re-run",
         )
 
 

@@ -52,12 +52,11 @@ def optimizer_name(job: TrainJob, cuda: bool) -> str:
 
 def prepare_tokenizer(tokenizer: Any, job: TrainJob) -> None:
     """Chat template fallback (Korean Alpaca-style prompt + EOS) and a pad token."""
-    if not tokenizer.chat_template:
+    from finetune.lengths import ensure_chat_template
+
+    if ensure_chat_template(tokenizer):
         # A base model without a chat template is trained with the Korean Alpaca-style prompt; the same
         # template family is what the Modelfile gets (the saved adapter's tokenizer carries it).
-        from serve.chat_templates import template_for_family
-
-        tokenizer.chat_template = template_for_family("alpaca-ko").jinja_template
         job.events.log("the tokenizer has no chat template: training with the Korean Alpaca-style prompt")
 
         # That prompt has no end-of-turn token of its own: append EOS to every answer so the model stops.
@@ -72,9 +71,19 @@ def prepare_tokenizer(tokenizer: Any, job: TrainJob) -> None:
         tokenizer.pad_token = tokenizer.eos_token
 
 
-def token_lengths(tokenizer: Any, rows: list[dict], max_len: int) -> list[int]:
-    return [min(max_len, len(tokenizer.apply_chat_template(r["prompt"] + r["completion"], tokenize=True,
-                                                            return_dict=False))) for r in rows]
+def token_lengths(tokenizer: Any, job: TrainJob) -> list[int]:
+    """Tokens of each training row after the cut at data.max_seq_len. Rows whose prompt alone fills the
+    window train nothing and are dropped here (the stage refused the run before when that was every row)."""
+    from finetune.lengths import check, measure
+
+    max_len = job.recipe.data.max_seq_len
+    report = measure(tokenizer, job.train_rows, max_len)
+    check(report)
+    if report.dropped:
+        job.events.log(f"{report.dropped} training rows dropped: their prompt alone fills data.max_seq_len={max_len}",
+                       "warning")
+        job.train_rows = [r for r, keep in zip(job.train_rows, report.keep) if keep]
+    return [n for n, keep in zip(report.lengths, report.keep) if keep]
 
 
 def ordered_rows(job: TrainJob, lengths: list[int], micro_batch: int, grad_accum: int,

@@ -58,11 +58,11 @@ def build_trainer(job: TrainJob, total_steps: int | None = None):  # noqa: ANN20
     torch.manual_seed(t.seed)
     tokenizer = AutoTokenizer.from_pretrained(str(job.base_dir))
     prepare_tokenizer(tokenizer, job)
+    lengths = token_lengths(tokenizer, job)  # before the model loads: a run that trains nothing stops here
     total = total_steps or t.total_steps(len(job.train_rows))
     dtype = compute_dtype(job, cuda)
     model = load_model(job, cuda, dtype)
     checkpointing = bool(gradient_checkpointing(job, "hf", cuda))
-    lengths = token_lengths(tokenizer, job.train_rows, job.recipe.data.max_seq_len)
     micro, accum = t.batch_size, t.grad_accum
     if t.auto_micro_batch and cuda:
         from peft import get_peft_model

@@ -64,8 +64,8 @@ def build_trainer(job: TrainJob):  # noqa: ANN201
     model, tokenizer = load_model(job, dtype)
     tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # a processor wraps the text tokenizer
     prepare_tokenizer(tokenizer, job)
+    lengths = token_lengths(tokenizer, job)
     total = t.total_steps(len(job.train_rows))
-    lengths = token_lengths(tokenizer, job.train_rows, job.recipe.data.max_seq_len)
     micro, accum = t.batch_size, t.grad_accum
     if t.auto_micro_batch:
         micro, accum = choose_micro_batch(model, job, max(lengths), len(tokenizer))
