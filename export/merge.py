@@ -44,7 +44,9 @@ def merge_adapter(base_dir: Path, adapter_dir: Path, out_dir: Path, dtype: str =
                 max_change = max(max_change, diff)
     if changed == 0:
         raise ExportError(f"merging {adapter_dir} into {base_dir} changed no weight",
-                          "the adapter is empty (zero LoRA B matrices?): train more steps or check the run")
+                          "the adapter still equals its initialisation (every LoRA B matrix is zero): train more "
+                          "steps (with train.warmup_steps > 0 the first step's learning rate is 0) or check the "
+                          "run's loss")
     merged = merged.to(getattr(torch, dtype))
     tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir))
     with atomic_path(out_dir) as tmp:

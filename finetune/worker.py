@@ -35,6 +35,11 @@ def _die_with_parent() -> None:
             pass
 
 
+def worker_argv(spec_path: Path) -> list[str]:
+    """The command line of the training process."""
+    return [sys.executable, "-m", "finetune.worker", str(spec_path)]
+
+
 def run_worker(spec: dict[str, Any], out_dir: Path, events: Any):  # noqa: ANN201
     """Run one training job in a child process; returns its BackendResult."""
     from finetune.backends import BackendResult
@@ -47,7 +52,7 @@ def run_worker(spec: dict[str, Any], out_dir: Path, events: Any):  # noqa: ANN20
     result: dict[str, Any] | None = None
     failure: dict[str, Any] | None = None
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "finetune.worker", str(spec_path)], stdout=subprocess.PIPE,
+        proc = subprocess.Popen(worker_argv(spec_path), stdout=subprocess.PIPE,
                                 stderr=log, env=env, preexec_fn=_die_with_parent, text=True, encoding="utf-8",
                                 bufsize=1)
         try:
@@ -111,25 +116,18 @@ def _died(rc: int, spec: dict[str, Any], log_path: Path):  # noqa: ANN202
     return TrainingProblem(f"the training process {how}{tail}", hint)
 
 
-def _line_buffered_c_stdio() -> None:
-    """Make C-level stdout/stderr line-buffered, so what native code printed is in worker.log even when the
-    process is killed (SIGKILL leaves no chance to flush a block buffer)."""
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None)
-        for name in ("stdout", "stderr"):
-            stream = ctypes.c_void_p.in_dll(libc, name)
-            libc.setvbuf(stream, None, 1, 0)  # _IOLBF
-    except (OSError, ValueError, AttributeError):
-        pass
+def event_channel():  # noqa: ANN201
+    """Keep the original stdout for events only; whatever else is printed - by Python or by native code
+    (banners, warnings, kernel messages) - goes to stderr, which the parent writes to worker.log. The parent
+    starts the worker with PYTHONUNBUFFERED=1, which also leaves C stdio unbuffered, so a process killed
+    with SIGKILL loses nothing it printed."""
+    chan = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
+    os.dup2(2, 1)
+    return chan
 
 
 def main(argv: list[str]) -> int:
-    # Events only on the original stdout; whatever else is printed (banners, warnings) goes to stderr.
-    chan = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
-    os.dup2(2, 1)
-    _line_buffered_c_stdio()
+    chan = event_channel()
 
     def send(kind: str, payload: dict[str, Any]) -> None:
         chan.write(json.dumps({"worker": kind, **payload}, ensure_ascii=False, default=str) + "\n")

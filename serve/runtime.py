@@ -383,6 +383,11 @@ def _keep_alive_seconds(v: Any) -> float | None:
     return n * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
 
 
+def n_threads() -> int:
+    """CPU threads llama.cpp decodes with."""
+    return max(1, min(8, os.cpu_count() or 1))
+
+
 class Engine:
     """One llama.cpp model in memory at a time; generation serialised by a lock."""
 
@@ -416,8 +421,7 @@ class Engine:
         except ImportError as e:
             raise ApiError(500, f"llama-cpp-python is not installed ({e}); install ollatune's dependencies") from None
         kwargs: dict[str, Any] = dict(
-            model_path=str(rec.model_path), n_ctx=int(num_ctx), verbose=False,
-            n_threads=max(1, min(8, os.cpu_count() or 1)),
+            model_path=str(rec.model_path), n_ctx=int(num_ctx), verbose=False, n_threads=n_threads(),
         )
         if rec.adapters:
             kwargs["lora_path"] = str(rec.adapters[0])

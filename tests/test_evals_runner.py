@@ -256,3 +256,44 @@ def test_roles_must_be_unique(store, suite_file):
     sf, models = store
     with pytest.raises(ValueError, match="role"):
         run(load_suite(suite_file), [models[0], models[0]], base_url="x", session_factory=sf, llm_factory=factory)
+
+
+def _heldout(tmp_path: Path, task: str = "alpaca") -> Path:
+    from workspace.heldout import EvalExample, write_eval_examples
+
+    system = {"role": "system", "content": "한국어로 짧게 답하세요."}
+    rows = [EvalExample(id=r["id"], task=task, reference=r["output"],
+                        messages=[system, {"role": "user", "content": (r["instruction"] + "\n\n" + r["input"]).strip()}])
+            for r in ROWS]
+    return write_eval_examples(tmp_path / "heldout.jsonl", rows)
+
+
+def test_held_out_examples_are_asked_with_their_training_messages(store, tmp_path):
+    """The pipeline's evaluation input: each example is sent exactly as trained (its system prompt
+    included), whatever the suite's own prompt says; the typed result names the suite and its runs."""
+    from evals import EvalResult
+
+    sf, models = store
+    suite = load_suite("ko-instructions", {"dataset": {"path": str(_heldout(tmp_path)), "format": "examples"}})
+    result = run(suite, models, base_url="http://unused", session_factory=sf, llm_factory=factory)
+    assert isinstance(result, EvalResult) and result.suite == "ko-instructions" and set(result.eval_run_ids) == {
+        "vanilla", "tuned"}
+    sent = [msgs for tag, msgs in CountingChat.calls if tag == "tuned"]
+    assert sent[1] == [("system", "한국어로 짧게 답하세요."), ("human", "다음 단어의 반대말을 알려 주세요.\n\n높다")]
+    assert result.aggregates["tuned"]["exact_match"] == 1.0  # every tuned answer equals its reference once cleaned
+    assert EvalResult.model_validate(result.model_dump(mode="json")) == result
+
+
+def test_held_out_examples_of_another_task_are_refused_in_one_line(store, tmp_path):
+    from evals import SuiteError, load_examples, suite_for_task
+
+    suite = load_suite("ko-instructions", {"dataset": {"path": str(_heldout(tmp_path, "text2sql")),
+                                                       "format": "examples"}})
+    with pytest.raises(SuiteError) as e:
+        load_examples(suite)
+    assert "scores alpaca examples" in e.value.message and "3 text2sql example(s)" in e.value.message
+    assert "\n" not in e.value.message and "eval.suite" in e.value.hint
+    assert suite_for_task("alpaca") == "ko-instructions"
+    with pytest.raises(SuiteError) as e:
+        suite_for_task("text2sql")
+    assert e.value.message == "no evaluation suite scores text2sql examples yet (shipped suites: ko-instructions (alpaca))"

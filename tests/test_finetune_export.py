@@ -33,17 +33,29 @@ def trained(session_home, smollm2_base):
 
 
 def test_data_stage_writes_split_and_records_dataset(trained):
+    from finetune.prepare import PreparedData
+    from workspace.heldout import read_eval_examples
+
     _settings, recipe, ctx, data, _ = trained
-    held = [json.loads(x) for x in data.heldout_path.read_text(encoding="utf-8").splitlines()]
+    assert isinstance(data, PreparedData) and data.task == "alpaca" and data.dataset_id > 0
+    held = read_eval_examples(data.heldout_path)
     train_rows = [json.loads(x) for x in data.train_path.read_text(encoding="utf-8").splitlines()]
-    assert len(held) == 4 and len(train_rows) == data.train_rows
-    assert set(held[0]) == {"instruction", "input", "output"}
+    assert len(held) == data.heldout_rows == 4 and len(train_rows) == data.train_rows
     assert train_rows[0]["completion"][0]["role"] == "assistant"
+    # each held-out example is asked exactly as the training rows are: the same message layout
+    assert all(ex.task == "alpaca" and ex.messages[-1].role == "user" and ex.reference for ex in held)
+    assert [m["role"] for m in train_rows[0]["prompt"]] == [m.role for m in held[0].messages]
+    # never trained on
+    train_prompts = {r["prompt"][-1]["content"] for r in train_rows}
+    assert not {ex.question() for ex in held} & train_prompts
 
 
 def test_train_emits_metric_per_step_and_writes_adapter(trained):
+    from finetune.train import TrainResult
+
     _settings, recipe, ctx, _data, result = trained
-    assert result.steps == 2
+    assert isinstance(result, TrainResult) and result.steps == 2 and result.backend == "hf"
+    assert result.training_run_id > 0 and len(result.adapter_sha256) == 64 and result.final_loss > 0
     assert (result.adapter_dir / "adapter_config.json").exists()
     assert (result.adapter_dir / "adapter_model.safetensors").exists()
     events = list(read_events(ctx.run_dir / "events.jsonl"))
@@ -77,9 +89,13 @@ def test_loss_is_on_the_answer_only_and_ends_with_eos(trained, smollm2_base):
 
 def test_export_merges_converts_quantizes_and_verifies(trained, smollm2_base):
     _settings, recipe, ctx, _data, result = trained
-    out = to_gguf(ExportSource(smollm2_base.hf_dir, result.adapter_dir, result.training_run_id, "tuned"), ctx,
+    from export import ExportResult
+
+    out = to_gguf(ExportSource(base_dir=smollm2_base.hf_dir, adapter_dir=result.adapter_dir,
+                               training_run_id=result.training_run_id, label="tuned"), ctx,
                   quant="q4_k_m", verify_tokens=4)
-    assert out.gguf.exists() and out.f16_gguf.exists()
+    assert isinstance(out, ExportResult) and out.quant == "q4_k_m" and out.artifact_id > 0
+    assert out.gguf.exists() and out.f16_gguf.exists() and out.bytes == out.gguf.stat().st_size
     assert out.gguf.stat().st_size < out.f16_gguf.stat().st_size / 2
     assert out.verify["f16"]["chat_template_matches"] and out.verify["f16"]["tokenization_matches"]
     assert out.verify["f16"]["greedy_agreement"][0] > 0

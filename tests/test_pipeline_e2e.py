@@ -15,8 +15,8 @@ from workspace.events import read_events
 pytestmark = pytest.mark.slow
 
 TINY = ["train.max_steps=3", "train.batch_size=4", "data.max_seq_len=192", "train.lr=0.005", "eval.limit=3",
-        "eval.num_predict=24", "export.verify_tokens=4", "serve.name=ollatune/e2e-tuned",
-        "serve.vanilla_name=ollatune/e2e-vanilla"]
+        "eval.num_predict=24", "export.verify_tokens=4", "serve.name=ollatune/e2e-tuned"]
+VANILLA = "ollatune/smollm2-135m-instruct-vanilla:latest"  # named after the base actually used
 
 
 def _cli(home, *args, check=True):
@@ -97,7 +97,14 @@ def test_modelfile_has_template_and_every_stop(pipeline_home):
     assert "PARAMETER temperature" in text and "PARAMETER num_ctx" in text
 
 
-def test_tuned_model_answers_korean_through_the_ollama_client(pipeline_home):
+def _hangul_share(text: str) -> float:
+    letters = [ch for ch in text if ch.isalpha()]
+    return sum("\uac00" <= ch <= "\ud7a3" for ch in letters) / len(letters) if letters else 0.0
+
+
+def test_tuned_model_answers_korean_in_hangul_and_stops(pipeline_home):
+    """Trained on Korean answers, the tuned model answers Korean questions in Hangul and ends its turn at the
+    end-of-turn token it learned (not at the length limit)."""
     import ollama
 
     from serve import ensure_ollama
@@ -106,16 +113,21 @@ def test_tuned_model_answers_korean_through_the_ollama_client(pipeline_home):
 
     home, _, _ = pipeline_home
     endpoint = ensure_ollama(Settings(home=home).ensure(), null_events("serve"))
+    questions = ["한국의 수도는 어디인가요?", "물은 몇 도에서 끓나요?", "좋은 아침 인사를 한 문장으로 써 주세요.",
+                 "김치찌개 끓이는 법을 알려 주세요."]
     try:
         client = ollama.Client(host=endpoint.host)
         names = {m.model for m in client.list().models}
-        assert {"ollatune/e2e-tuned:latest", "ollatune/e2e-vanilla:latest"} <= names
-        reply = client.chat(model="ollatune/e2e-tuned", messages=[{"role": "user", "content": "한국의 수도는 어디인가요?"}],
-                            options={"temperature": 0, "seed": 1, "num_predict": 24})
-        assert reply.message.content.strip()
-        assert "<|im_end|>" not in reply.message.content
+        assert {"ollatune/e2e-tuned:latest", VANILLA} <= names
+        replies = [client.chat(model="ollatune/e2e-tuned", messages=[{"role": "user", "content": q}],
+                               options={"temperature": 0, "seed": 1, "num_predict": 160}) for q in questions]
     finally:
         endpoint.close()
+    for r in replies:
+        assert r.message.content.strip() and "<|im_end|>" not in r.message.content
+    korean = [r for r in replies if _hangul_share(r.message.content) > 0.5]
+    assert len(korean) >= 3, [r.message.content for r in replies]
+    assert sum(r.done_reason == "stop" for r in replies) >= 3, [(r.done_reason, r.eval_count) for r in replies]
 
 
 def test_report_and_runs_commands(pipeline_home):
@@ -125,6 +137,28 @@ def test_report_and_runs_commands(pipeline_home):
     assert run_id in runs.stdout
     rep = _cli(home, "report", run_id, "--markdown")
     assert "rouge_l" in rep.stdout and "|" in rep.stdout
+
+
+def test_an_evaluation_setting_keeps_the_run_and_an_evals_error_is_labelled_evals(pipeline_home, tmp_path):
+    """A suite for another task than the held-out rows: same run (no stage before evals re-runs), the error
+    is the evals stage's, written once, and the CLI shows it whole."""
+    home, _, _ = pipeline_home
+    suite = tmp_path / "sql-suite.yaml"
+    suite.write_text("name: sql-test\ntask: text2sql\ndataset: {path: heldout.jsonl, format: examples}\n"
+                     "metrics: [exact_match]\n", encoding="utf-8")
+    args = ["pipeline", "demo-ko"] + [x for kv in TINY + [f"eval.suite={suite}"] for x in ("--set", kv)]
+    proc = _cli(home, *args, check=False)
+    assert proc.returncode == 1
+    assert "error evals: suite 'sql-test' scores text2sql examples" in proc.stderr and "next:" in proc.stderr
+    run_dirs = list((home / "runs").glob("demo-ko-*"))
+    assert len(run_dirs) == 1  # an evaluation setting does not start a new run
+    events = list(read_events(run_dirs[0] / "events.jsonl"))
+    last = [i for i, e in enumerate(events) if e["stage"] == "pipeline" and e["type"] == "start"][-1]
+    tail = events[last:]
+    assert {e["stage"] for e in tail if e["type"] == "done" and e.get("skipped")} == {"data", "finetune", "export",
+                                                                                    "serve"}
+    errors = [e for e in tail if e["type"] == "error"]
+    assert len(errors) == 1 and errors[0]["stage"] == "evals" and "text2sql" in errors[0]["message"]
 
 
 def test_malformed_dataset_fails_with_one_line_error(tmp_path):
@@ -140,3 +174,33 @@ def test_malformed_dataset_fails_with_one_line_error(tmp_path):
     events = list(read_events(run_dir / "events.jsonl"))
     assert events[-1]["type"] == "error" and events[-1]["stage"] == "data" and events[-1]["hint"]
     assert not (run_dir / "data" / "train.jsonl").exists()
+
+
+def test_text2sql_recipe_reaches_the_evals_stage_with_sql_examples(session_home, smollm2_base):
+    """The Korean text-to-SQL recipe on SmolLM2 (its system prompt kept): every stage that exists runs; the
+    held-out split is SQL examples with their database ids; evaluation stops with one clear line."""
+    from workspace.heldout import read_eval_examples
+
+    args = ["pipeline", "ko-text2sql-qlora"] + [x for kv in [
+        "model.base=smollm2-135m-instruct", "train.backend=hf", "train.max_steps=2", "train.epochs=null",
+        "train.batch_size=2", "train.grad_accum=1", "train.eval_steps=null", "data.val_rows=0",
+        "export.verify_tokens=2"] for x in ("--set", kv)]
+    proc = _cli(session_home, *args, check=False)
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error ")]
+    assert errors == ["error evals: no evaluation suite scores text2sql examples yet (shipped suites: "
+                      "ko-instructions (alpaca))"]
+    run_dir = next((session_home / "runs").glob("ko-text2sql-qlora-*"))
+    events = list(read_events(run_dir / "events.jsonl"))
+    assert [e["stage"] for e in events if e["type"] == "done"] == ["data", "finetune", "export", "export", "serve"]
+    assert [e["stage"] for e in events if e["type"] == "error"] == ["evals"]
+    held = read_eval_examples(run_dir / "data" / "heldout.jsonl")
+    assert held and all(ex.task == "text2sql" and ex.db_id in {"game", "shop", "school"} and ex.schema_sql
+                        for ex in held)
+    system = held[0].messages[0]
+    assert system.role == "system" and "SQLite" in system.content
+    served = json.loads((run_dir / "stages" / "serve.json").read_text(encoding="utf-8"))["result"]
+    assert served["vanilla"]["name"] == VANILLA
+    assert served["tuned"]["name"] == "ollatune/ko-text2sql-qlora:latest"
+    assert served["tuned"]["system"] == system.content  # parity held with the system prompt it was trained with
+    assert served["vanilla"]["system"] != system.content  # the base model keeps its own template's default
