@@ -7,8 +7,6 @@ A GGUF is dequantized once into ``$OLLATUNE_HOME/models/<hash>/`` (safetensors +
 
 from __future__ import annotations
 
-from workspace.errors import OllatuneError
-
 import importlib.util
 import json
 import re
@@ -16,6 +14,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from workspace.errors import OllatuneError
 from workspace.files import atomic_path, sha256_file
 from workspace.settings import Settings
 

@@ -3,8 +3,6 @@ dataset ids, one record at a time with its source line, never stopping at a bad 
 
 from __future__ import annotations
 
-from workspace.errors import OllatuneError
-
 import csv
 import io
 import json
@@ -12,6 +10,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from workspace.errors import OllatuneError
 
 SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 

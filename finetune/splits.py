@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from workspace.errors import OllatuneError
-
 import json
 import random
 from pathlib import Path
 
 from finetune.examples import Example
+from workspace.errors import OllatuneError
 from workspace.files import write_jsonl_atomic
 
 

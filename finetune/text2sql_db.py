@@ -8,13 +8,13 @@ The database is written under a temporary name and renamed into place, so a fail
 
 from __future__ import annotations
 
-from workspace.errors import OllatuneError
-
 import os
 import re
 import sqlite3
 import tempfile
 from pathlib import Path
+
+from workspace.errors import OllatuneError
 
 DATA_DIR = Path(__file__).resolve().parent / "data" / "ko_text2sql"
 DATASET_PATH = Path(__file__).resolve().parent / "data" / "ko_text2sql.jsonl"

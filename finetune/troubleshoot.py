@@ -21,17 +21,25 @@ class TrainingProblem(OllatuneError, RuntimeError):
     """A training failure with a one-line cause and the concrete next step."""
 
 
-def oom_problem(recipe: Any, detail: str = "") -> TrainingProblem:
+def step_memory_knobs(recipe: Any) -> list[str]:
+    """The two settings that lower the memory of one training step: a smaller micro-batch (with more
+    accumulation, so the effective batch stays) and shorter sequences."""
     t, d = recipe.train, recipe.data
     knobs = []
     if t.batch_size > 1:
         half = max(1, t.batch_size // 2)
         knobs.append(f"train.batch_size={half} train.grad_accum={t.grad_accum * t.batch_size // half} "
                      "(same effective batch)")
-    if not t.auto_micro_batch:
-        knobs.append("train.auto_micro_batch=true (probes the largest micro-batch that fits)")
-    knobs.append(f"data.max_seq_len={max(256, d.max_seq_len // 2)} (now {d.max_seq_len}; "
+    knobs.append(f"data.max_seq_len={max(64, d.max_seq_len // 2)} (now {d.max_seq_len}; "
                  "`ollatune data validate` shows the p95 length)")
+    return knobs
+
+
+def oom_problem(recipe: Any, detail: str = "") -> TrainingProblem:
+    t = recipe.train
+    knobs = step_memory_knobs(recipe)
+    if not t.auto_micro_batch:
+        knobs.insert(1, "train.auto_micro_batch=true (probes the largest micro-batch that fits)")
     if not t.quant.load_in_4bit:
         knobs.append("train.quant.load_in_4bit=true")
     if t.gradient_checkpointing == "off":

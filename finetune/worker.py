@@ -86,28 +86,17 @@ def run_worker(spec: dict[str, Any], out_dir: Path, events: Any):  # noqa: ANN20
     return BackendResult(**result)
 
 
-def memory_knobs(recipe: Any) -> str:
-    """The settings that lower the memory of a training step, for a process killed for memory."""
-    t, d = recipe.train, recipe.data
-    knobs = []
-    if t.batch_size > 1:
-        half = max(1, t.batch_size // 2)
-        knobs.append(f"train.batch_size={half} train.grad_accum={t.grad_accum * t.batch_size // half} "
-                     "(same effective batch)")
-    knobs.append(f"data.max_seq_len={max(64, d.max_seq_len // 2)} (now {d.max_seq_len})")
-    return "lower the memory of a step: " + "; or ".join(knobs)
-
-
 def _died(rc: int, spec: dict[str, Any], log_path: Path):  # noqa: ANN202
     """The TrainingProblem for a worker that ended without a result; also noted at the end of its log."""
     from finetune.recipe import Recipe
-    from finetune.troubleshoot import TrainingProblem
+    from finetune.troubleshoot import TrainingProblem, step_memory_knobs
 
     lines = [ln for ln in log_path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
     how = f"was killed by {SIGNALS.get(-rc, f'signal {-rc}')}" if rc < 0 else f"exited with code {rc}"
     resume = f"`ollatune finetune resume {spec['run']}` continues from the last checkpoint"
     if rc == -9:
-        hint = f"{memory_knobs(Recipe.model_validate(spec['recipe']))}; then {resume} (see {log_path})"
+        knobs = step_memory_knobs(Recipe.model_validate(spec["recipe"]))
+        hint = f"lower the memory of a step: {'; or '.join(knobs)}; then {resume} (see {log_path})"
     else:
         hint = f"see {log_path}; {resume}"
     with open(log_path, "a", encoding="utf-8") as log:

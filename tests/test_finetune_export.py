@@ -13,7 +13,7 @@ from finetune.prepare import prepare_data
 from finetune.recipe import load_recipe
 from finetune.train import train
 from workspace.context import RunContext
-from workspace.events import read_events, null_events
+from workspace.events import null_events, read_events
 from workspace.settings import Settings
 
 pytestmark = pytest.mark.slow

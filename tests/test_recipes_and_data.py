@@ -6,12 +6,12 @@ from pathlib import Path
 import pytest
 
 from finetune.examples import adapt
-from workspace.prompts import alpaca_user_message
+from finetune.recipe import Recipe, RecipeError, load_recipe, shipped_recipes
 from finetune.samples import SAMPLES, resolve_source
 from finetune.sources import SourceError, read_records
 from finetune.splits import SplitError, split_examples
 from finetune.validate import ValidationConfig, validate
-from finetune.recipe import Recipe, RecipeError, load_recipe, shipped_recipes
+from workspace.prompts import alpaca_user_message
 
 
 @pytest.mark.parametrize("name", sorted(shipped_recipes()))

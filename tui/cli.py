@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -55,8 +54,8 @@ def pipeline(
     Stages whose outputs exist for identical inputs are skipped, so re-running resumes after a failure.
     """
     from finetune.recipe import load_recipe
-    from tui.live import make_listener
     from pipeline import run_pipeline
+    from tui.live import make_listener
 
     rec = load_recipe(recipe, set_ or [])
     settings = _settings()
@@ -120,8 +119,8 @@ def finetune_resume(
 
 
 def _run_until_finetune(rec, events: str) -> None:  # noqa: ANN001
-    from tui.live import make_listener
     from pipeline import run_pipeline
+    from tui.live import make_listener
 
     jsonl = events == "jsonl"
     listener = None if jsonl else make_listener(err)
