@@ -1,18 +1,27 @@
 """Datasets, recipes, training backends and run directories.
 
-The public entry point is :func:`finetune.train`. Heavy libraries (torch, transformers, peft, trl,
-unsloth) are imported inside the functions that need them.
+The stage's public entry points are :func:`finetune.prepare_data` (the data stage: ``-> PreparedData``) and
+:func:`finetune.train` (``-> TrainResult``). Heavy libraries (torch, transformers, peft, trl, unsloth) are
+imported inside the functions that need them.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from workspace.lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from finetune.train import TrainResult
+    from finetune.prepare import PreparedData, prepare_data
+    from finetune.training import TrainResult, train
 
+_EXPORTS = {
+    "prepare_data": "finetune.prepare",
+    "PreparedData": "finetune.prepare",
+    "train": "finetune.training",
+    "TrainResult": "finetune.training",
+}
 
-def train(*args: Any, **kwargs: Any) -> "TrainResult":
-    from finetune.train import train as _train
+__all__ = sorted(_EXPORTS)
 
-    return _train(*args, **kwargs)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

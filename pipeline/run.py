@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from evals.report import Comparison
     from evals.runner import EvalResult
     from finetune.base_model import ResolvedBase
-    from finetune.train import TrainResult
+    from finetune.training import TrainResult
     from serve.client import OllamaEndpoint
 
 STAGE_ORDER = ("data", "finetune", "export", "serve", "evals")
@@ -246,7 +246,7 @@ class _Runner:
     # -- finetune
     def _finetune(self, data_inputs: DataInputs) -> ResolvedBase:
         from finetune.base_model import resolve_base_model
-        from finetune.train import TrainResult, preflight, train
+        from finetune.training import TrainResult, preflight, train
 
         self._enter("finetune")
         recipe, ctx = self.recipe, self.ctx

@@ -11,7 +11,7 @@ from export.errors import ExportError
 from finetune.backends import TrainJob
 from finetune.prepare import prepare_data
 from finetune.recipe import load_recipe
-from finetune.train import train
+from finetune.training import train
 from workspace.context import RunContext
 from workspace.events import null_events, read_events
 from workspace.settings import Settings
@@ -51,7 +51,7 @@ def test_data_stage_writes_split_and_records_dataset(trained):
 
 
 def test_train_emits_metric_per_step_and_writes_adapter(trained):
-    from finetune.train import TrainResult
+    from finetune.training import TrainResult
 
     _settings, recipe, ctx, _data, result = trained
     assert isinstance(result, TrainResult) and result.steps == 2 and result.backend == "hf"

@@ -66,7 +66,7 @@ def test_the_stage_refuses_korquad_length_rows_before_training(smollm2_base):
     """Every KorQuAD-style row of the shipped QA sample is longer than a 96-token window before its answer:
     the finetune stage stops before starting the training process."""
     from finetune.prepare import prepare_data
-    from finetune.train import train
+    from finetune.training import train
     from workspace.context import RunContext
     from workspace.settings import get_settings
 

@@ -100,7 +100,7 @@ def test_help_lists_only_working_verbs():
 def test_the_tui_app_starts_without_the_job_libraries():
     modules = _modules_after("import tui.app")
     assert "tui.app" in modules and "textual" in modules  # the check ran against the real module
-    heavy = HEAVY | {"langchain_core", "finetune.train", "pipeline.run"}
+    heavy = HEAVY | {"langchain_core", "finetune.training", "pipeline.run"}
     assert not modules & heavy, sorted(modules & heavy)
 
 

@@ -13,7 +13,7 @@ from export import ExportResult
 from finetune.base_model import ResolvedBase
 from finetune.prepare import PreparedData
 from finetune.recipe import load_recipe
-from finetune.train import TrainResult
+from finetune.training import TrainResult
 from pipeline import ExportedModels, PublishedModels, StageFailed, run_id_for, run_pipeline, vanilla_name
 from pipeline.markers import StageMarkers
 from pipeline.run import DataInputs, EvalsInputs
@@ -145,3 +145,22 @@ def test_the_cli_shows_a_stage_error_whole_with_its_stage_and_next_step(monkeypa
     assert err.startswith("error serve: the Modelfile TEMPLATE")
     assert "jinja (training): ...'<|im_start|>system'..." in err and "go (Modelfile):" in err
     assert "next: pick the family the model was trained with" in err and "Traceback" not in err
+
+
+def test_each_stage_has_its_public_entry_point():
+    """What the pipeline calls, by the names the stages publish (also after their submodules are loaded)."""
+    import inspect
+
+    import evals
+    import export
+    import finetune
+    import finetune.training  # noqa: F401  -- a submodule import must not shadow the entry point
+    import serve
+    import serve.publishing  # noqa: F401
+
+    entry = {"finetune.prepare_data": finetune.prepare_data, "finetune.train": finetune.train,
+             "export.to_gguf": export.to_gguf, "serve.publish": serve.publish, "evals.run": evals.run}
+    for name, fn in entry.items():
+        assert inspect.isfunction(fn), name
+    assert inspect.signature(finetune.train).return_annotation in ("TrainResult", finetune.TrainResult)
+    assert inspect.signature(serve.publish).return_annotation in ("PublishResult", serve.PublishResult)
