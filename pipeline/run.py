@@ -282,12 +282,12 @@ class _Runner:
     # -- serve
     def _serve(self, endpoint: OllamaEndpoint, base: ResolvedBase) -> None:
         from serve import PublishRequest, model_digest, publish
+        from serve.publishing import registry_host
 
         recipe, ctx, exported = self.recipe, self.ctx, self.result.exported
         events = ctx.events("serve")
         names = {"vanilla": vanilla_name(recipe, base), "tuned": tuned_name(recipe)}
-        host_key = f"embedded:{ctx.settings.ollama_dir}" if endpoint.embedded else endpoint.host
-        inputs = ServeInputs(host=host_key, names=names, parameters=dict(recipe.serve.parameters),
+        inputs = ServeInputs(host=registry_host(endpoint, ctx), names=names, parameters=dict(recipe.serve.parameters),
                              system=recipe.model.system,
                              gguf={"vanilla": exported.vanilla.sha256, "tuned": exported.tuned.sha256})
         served = self._skip("serve", inputs, PublishedModels)

@@ -20,7 +20,7 @@ from serve.errors import ServeError
 from serve.parity import ParityReport, require_parity
 from workspace.context import RunContext
 
-__all__ = ["PublishRequest", "PublishResult", "publish", "spec_with_parity", "tokenizer_spec"]
+__all__ = ["PublishRequest", "PublishResult", "publish", "registry_host", "spec_with_parity", "tokenizer_spec"]
 
 
 class PublishRequest(BaseModel):
@@ -78,8 +78,9 @@ def spec_with_parity(render: RenderJinja, bos_token: str | None, eos_token: str 
     return spec, require_parity(render, spec, bos_token=bos_token)
 
 
-def _host_key(endpoint: OllamaEndpoint, ctx: RunContext) -> str:
-    # An embedded runtime keeps its models in the workspace whatever port it got; a daemon is its URL.
+def registry_host(endpoint: OllamaEndpoint, ctx: RunContext) -> str:
+    """Where registered models live: an embedded runtime keeps them in the workspace whatever port it got;
+    a daemon is its URL."""
     return f"embedded:{ctx.settings.ollama_dir}" if endpoint.embedded else endpoint.host
 
 
@@ -93,7 +94,7 @@ def publish(request: PublishRequest, endpoint: OllamaEndpoint, ctx: RunContext) 
                f"{compared} sample conversations", role=request.role, family=spec.family)
     info = register(endpoint, request.gguf, request.name, spec, dict(request.parameters), events,
                     header=request.header)
-    host_key = _host_key(endpoint, ctx)
+    host_key = registry_host(endpoint, ctx)
     with session_scope(ctx.store) as s:
         existing = s.scalar(select(RegisteredModel).where(
             RegisteredModel.name == info.name, RegisteredModel.host == host_key,
