@@ -8,14 +8,7 @@ the stages know nothing of it, and it holds no stage logic.
 from __future__ import annotations
 
 from pipeline.run import (
-    STAGE_ORDER,
-    ExportedModels,
-    PipelineResult,
-    PublishedModels,
-    StageFailed,
-    run_id_for,
-    run_pipeline,
-    tuned_name,
+    STAGE_ORDER, ExportedModels, PipelineResult, PublishedModels, StageFailed, run_id_for, run_pipeline, tuned_name,
     vanilla_name,
 )
 

@@ -63,17 +63,8 @@ def test_second_run_skips_every_stage(pipeline_home):
 
 
 def test_store_records_full_lineage(pipeline_home):
-    from workspace.store import (
-        Artifact,
-        Dataset,
-        EvalRun,
-        Prediction,
-        RegisteredModel,
-        Score,
-        TrainingRun,
-        open_store,
-        session_scope,
-    )
+    from workspace.store import (Artifact, Dataset, EvalRun, Prediction, RegisteredModel, Score, TrainingRun,
+                                 open_store, session_scope)
 
     home, _, _ = pipeline_home
     factory = open_store(home / "ollatune.db")
