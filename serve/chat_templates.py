@@ -12,7 +12,6 @@ Modelfile SYSTEM as a system message in that case, so both prompts are then iden
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,50 +139,12 @@ class GGUFChatInfo:
 
 def read_gguf_chat_info(path: Path | str) -> GGUFChatInfo:
     """Chat template, BOS/EOS token texts and add_bos flag from a GGUF's metadata (no model load)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ServeError(f"GGUF file not found: {path}", hint="check the path, or run `ollatune export` first")
-    st = path.stat()
-    return _read_gguf_chat_info(str(path.absolute()), st.st_size, st.st_mtime_ns)
+    from serve.gguf_info import read_gguf
 
-
-@functools.lru_cache(maxsize=16)
-def _read_gguf_chat_info(path_str: str, size: int, mtime_ns: int) -> GGUFChatInfo:
-    import gguf
-
-    path = Path(path_str)
-    try:
-        reader = gguf.GGUFReader(str(path), "r")
-    except Exception as e:  # noqa: BLE001 - any parse failure is a bad file for us
-        raise ServeError(f"cannot read GGUF metadata of {path}: {e}", hint="re-export the model; the file may be truncated") from None
-
-    def scalar(key: str) -> Any:
-        f = reader.fields.get(key)
-        if f is None or not f.data:
-            return None
-        part = f.parts[f.data[0]]
-        if f.types and f.types[0] == gguf.GGUFValueType.STRING:
-            return bytes(part).decode("utf-8", "replace")
-        return part.tolist()[0] if hasattr(part, "tolist") else part[0]
-
-    def token(idx: Any) -> str:
-        if idx is None:
-            return ""
-        f = reader.fields.get("tokenizer.ggml.tokens")
-        if f is None or idx >= len(f.data):
-            return ""
-        return bytes(f.parts[f.data[int(idx)]]).decode("utf-8", "replace")
-
-    add_bos = scalar("tokenizer.ggml.add_bos_token")
-    return GGUFChatInfo(
-        path=path,
-        chat_template=scalar("tokenizer.chat_template"),
-        bos_token=token(scalar("tokenizer.ggml.bos_token_id")),
-        eos_token=token(scalar("tokenizer.ggml.eos_token_id")),
-        add_bos=bool(add_bos) if add_bos is not None else True,
-        architecture=scalar("general.architecture"),
-        name=scalar("general.name"),
-    )
+    info = read_gguf(path)
+    return GGUFChatInfo(path=info.path, chat_template=info.chat_template, bos_token=info.bos_token,
+                        eos_token=info.eos_token, add_bos=info.add_bos, architecture=info.architecture or None,
+                        name=info.name)
 
 
 def spec_from_gguf(path: Path | str) -> TemplateSpec:

@@ -754,9 +754,28 @@ def _get_field(obj: Any, name: str, pos: int, src: str) -> Any:
     return getattr(obj, name, None)
 
 
+MAX_STEPS = 200_000  # actions, text pieces and range iterations of one execution
+MAX_OUTPUT = 4_000_000  # characters of one rendered prompt
+
+
 class _Scope:
-    def __init__(self, root: Any) -> None:
+    def __init__(self, root: Any, max_steps: int = MAX_STEPS, max_output: int = MAX_OUTPUT) -> None:
         self.frames: list[dict[str, Any]] = [{"": root}]
+        self.steps_left = max_steps
+        self.max_steps = max_steps
+        self.output_left = max_output
+        self.max_output = max_output
+
+    def tick(self, out_chars: int = 0) -> None:
+        """Count one step (and the characters it wrote): a template that would run away - a range over
+        millions, a prompt of gigabytes - stops with an error instead of taking the server's time."""
+        self.steps_left -= 1
+        self.output_left -= out_chars
+        if self.steps_left < 0:
+            raise TemplateRenderError(f"the template ran more than {self.max_steps} steps; it is not a chat "
+                                      "template (a range over a large number?)")
+        if self.output_left < 0:
+            raise TemplateRenderError(f"the template wrote more than {self.max_output} characters")
 
     def push(self) -> None:
         self.frames.append({})
@@ -789,9 +808,9 @@ class GoTemplate:
         self.nodes = _Parser(source).parse()
 
     # -- public
-    def render(self, data: Any) -> str:
+    def render(self, data: Any, max_steps: int = MAX_STEPS, max_output: int = MAX_OUTPUT) -> str:
         out: list[str] = []
-        scope = _Scope(data)
+        scope = _Scope(data, max_steps, max_output)
         try:
             self._walk(self.nodes, data, scope, out)
         except (_BreakSignal, _ContinueSignal):  # pragma: no cover - parser forbids this
@@ -840,11 +859,14 @@ class GoTemplate:
     def _walk(self, nodes: list, dot: Any, scope: _Scope, out: list[str]) -> None:
         for node in nodes:
             if isinstance(node, Text):
+                scope.tick(len(node.text))
                 out.append(node.text)
             elif isinstance(node, Action):
                 v = self._pipeline(node.pipe, dot, scope)
                 if not node.pipe.decl:
-                    out.append(_fmt(v))
+                    text = _fmt(v)
+                    scope.tick(len(text))
+                    out.append(text)
             elif isinstance(node, Branch):
                 self._branch(node, dot, scope, out)
             elif isinstance(node, Range):
@@ -874,13 +896,13 @@ class GoTemplate:
         try:
             v = self._pipeline(pipe, dot, scope)
             if v is None:
-                pairs: list[tuple[Any, Any]] = []
+                pairs: Any = []
             elif isinstance(v, dict):
                 pairs = [(k, v[k]) for k in sorted(v, key=str)]
             elif isinstance(v, (list, tuple)):
                 pairs = list(enumerate(v))
             elif isinstance(v, int) and not isinstance(v, bool):
-                pairs = [(i, i) for i in range(v)]
+                pairs = ((i, i) for i in range(v)) if v > 0 else []  # lazily: the step budget bounds it
             elif isinstance(v, str):
                 raise TemplateRenderError(
                     f"range can't iterate over a string at {_where(self.source, node.pipe.pos)} of the template"
@@ -894,6 +916,7 @@ class GoTemplate:
                     self._walk(node.else_body, dot, scope, out)
                 return
             for k, elem in pairs:
+                scope.tick()
                 scope.push()
                 try:
                     if len(decl) == 1:

@@ -86,8 +86,12 @@ def _quote_stop(s: str) -> str:
     return s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
 
 
-def render_modelfile(from_path: str, spec: TemplateSpec, parameters: dict, header: str) -> str:
-    """The Modelfile text: FROM, TEMPLATE, SYSTEM (if any), every stop, then the given parameters."""
+def render_modelfile(from_path: str, spec: TemplateSpec, parameters: dict, header: str, *,
+                     adapters: list[str] | tuple = (), messages: list[dict] | tuple = (),
+                     require_stop: bool = True) -> str:
+    """The Modelfile text: FROM, ADAPTERs, TEMPLATE, SYSTEM (if any), every stop, the given parameters, then
+    MESSAGEs. The one Modelfile writer of the project: exports write it beside the GGUF, the runtime's
+    ``/api/show`` answers with it."""
     import jinja2
 
     params = dict(parameters or {})
@@ -98,7 +102,7 @@ def render_modelfile(from_path: str, spec: TemplateSpec, parameters: dict, heade
     for s in list(spec.stop) + list(extra_stop or []):
         if s and s not in stops:
             stops.append(s)
-    if not stops:
+    if not stops and require_stop:
         raise ModelfileError(
             f"no stop strings for chat family {spec.family!r}",
             hint="every end-of-turn token must be a PARAMETER stop; give the family's stops or parameters['stop']",
@@ -125,6 +129,9 @@ def render_modelfile(from_path: str, spec: TemplateSpec, parameters: dict, heade
             system=spec.system or "",
             stops=[_quote_stop(s) for s in stops],
             parameters=[(k, _format_value(k, v)) for k, v in ordered],
+            adapters=[str(a) for a in adapters],
+            messages=[(m.get("role", "user"), _format_value("message", m.get("content", "") or ""))
+                      for m in messages],
         )
     except jinja2.TemplateError as e:
         raise ModelfileError(f"cannot render {path}: {e}", hint=f"fix the jinja2 syntax of {path}") from None

@@ -216,7 +216,7 @@ class TestEmbeddedRuntime(ClientChecks):
 
         from serve.gotemplate import render_ollama
         from serve.parity import ollama_chat_messages
-        from serve.runtime import n_threads
+        from serve.runner import n_threads
 
         spec = spec_from_gguf(smollm2_gguf())
         sampling = {"temperature": 0, "seed": 42, "top_k": 40, "top_p": 0.9, "repeat_penalty": 1.1}

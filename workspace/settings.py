@@ -27,6 +27,41 @@ def normalize_host(host: str) -> str:
     return f"{scheme}://{rest}"
 
 
+def listen_address(value: str) -> tuple[str, int]:
+    """Where a server given ``OLLAMA_HOST=value`` listens, read as Ollama reads it: empty -> 127.0.0.1:11434;
+    ``0.0.0.0`` or ``:11434`` -> every interface; ``host`` -> port 11434; ``http://host`` -> port 80,
+    ``https://host`` -> 443; a bare IPv6 address in brackets or not."""
+    v = value.strip().strip("\"'").strip()
+    if not v:
+        return "127.0.0.1", 11434
+    scheme, default_port = "", 11434
+    if "://" in v:
+        scheme, v = v.split("://", 1)
+        default_port = {"http": 80, "https": 443}.get(scheme.lower(), 11434)
+    v = v.split("/", 1)[0]
+    if v.count(":") > 1 and not v.startswith("["):  # bare IPv6
+        return v, default_port
+    if v.startswith("["):
+        end = v.index("]")
+        host, rest = v[1:end], v[end + 1:]
+        port = rest[1:] if rest.startswith(":") else ""
+    elif ":" in v:
+        host, port = v.rsplit(":", 1)
+    else:
+        host, port = v, ""
+    try:
+        p = int(port) if port else default_port
+    except ValueError:
+        p = default_port
+    if not 0 <= p <= 65535:
+        p = 11434
+    return (host or "0.0.0.0"), p
+
+
+def is_loopback(host: str) -> bool:
+    return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OLLATUNE_", extra="ignore")
 
