@@ -43,10 +43,14 @@ def ollama_chat_model(suite: Suite, model_name: str, base_url: str) -> BaseChatM
     """ChatOllama with the suite's parameters (imported here: only runs that reach Ollama need it)."""
     from langchain_ollama import ChatOllama
 
+    from workspace.settings import api_headers
+
     p = suite.params
+    headers = api_headers()
     return ChatOllama(
         model=model_name,
         base_url=base_url,
+        client_kwargs={"headers": headers} if headers else {},
         temperature=p.temperature,
         seed=p.seed,
         num_predict=p.num_predict,

@@ -41,7 +41,9 @@ class OllamaEndpoint:
     def client(self, timeout: float | None = None) -> "ollama.Client":
         import ollama
 
-        return ollama.Client(host=self.host, timeout=timeout)
+        from workspace.settings import api_headers
+
+        return ollama.Client(host=self.host, timeout=timeout, headers=api_headers())
 
     def close(self) -> None:
         if self.runtime is not None:
@@ -83,8 +85,10 @@ def probe_version(host: str, timeout: float = 2.0) -> str | None:
     """The version string if something answers ``GET /api/version`` at ``host`` like Ollama, else None."""
     import httpx
 
+    from workspace.settings import api_headers
+
     try:
-        r = httpx.get(f"{host.rstrip('/')}/api/version", timeout=timeout)
+        r = httpx.get(f"{host.rstrip('/')}/api/version", timeout=timeout, headers=api_headers())
     except httpx.HTTPError:
         return None
     if r.status_code != 200:

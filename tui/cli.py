@@ -163,17 +163,32 @@ def doctor() -> None:
 def serve_cmd(
     host: Annotated[Optional[str], typer.Option(help="Address to listen on (default: from OLLAMA_HOST, loopback).")] = None,
     port: Annotated[Optional[int], typer.Option(help="Port (default: from OLLAMA_HOST, 11434).")] = None,
+    expose: Annotated[bool, typer.Option("--expose", help="Allow an address other than loopback (0.0.0.0 for "
+                                         "a WSL2 box or a LAN); set OLLATUNE_API_KEY to require a bearer token.")] = False,
 ) -> None:
-    """Run the embedded Ollama-compatible runtime (llama.cpp) in the foreground, for machines without Ollama."""
-    from urllib.parse import urlparse
+    """Run the embedded Ollama-compatible runtime (llama.cpp) in the foreground, for machines without Ollama.
 
+    Models run in runner processes of their own; OLLAMA_NUM_PARALLEL sequences decode together per model
+    (default 4), OLLAMA_MAX_QUEUE requests wait (512), OLLAMA_MAX_LOADED_MODELS stay loaded (3),
+    OLLAMA_KEEP_ALIVE keeps an idle model (5m). OLLAMA_ORIGINS adds browser origins."""
     from serve.runtime import serve_forever
+    from workspace.settings import listen_address
 
     settings = _settings()
-    url = urlparse(settings.ollama_host)
-    h, p = host or url.hostname or "127.0.0.1", port or url.port or 11434
+    env_host, env_port = listen_address(os.environ.get("OLLAMA_HOST", ""))
+    h, p = host or env_host, port or env_port
+    from workspace.settings import is_loopback
+
+    if not is_loopback(h) and not expose:
+        raise CliError(f"refusing to listen on {h}{' (from OLLAMA_HOST)' if not host else ''}: the runtime serves "
+                       "loopback only unless asked",
+                       "pass --expose to listen there (set OLLATUNE_API_KEY to require a bearer token), or set "
+                       "OLLAMA_HOST=127.0.0.1:<port>")
+    if not is_loopback(h):
+        err.print(f"[yellow]warning:[/] listening on {escape(h)}: anyone who can reach it can use the models"
+                  + ("" if os.environ.get("OLLATUNE_API_KEY") else " (no OLLATUNE_API_KEY set: no token needed)"))
     err.print(f"embedded Ollama-compatible runtime on http://{h}:{p} (models in {settings.ollama_dir}); Ctrl-C stops it")
-    serve_forever(h, p, settings.ollama_dir)
+    serve_forever(h, p, settings.ollama_dir, expose=expose)
 
 
 def _client(start_embedded: bool = False):  # noqa: ANN202
@@ -188,8 +203,10 @@ def _client(start_embedded: bool = False):  # noqa: ANN202
         sink = EventSink("cli", None, listeners=[lambda e: err.print(f"[dim]{escape(str(e.get('message', '')))}[/]")
                                                 if e["type"] == "log" else None])
         endpoint = ensure_ollama(settings, sink.stage("serve"))
-        return ollama.Client(host=endpoint.host), endpoint
-    return ollama.Client(host=settings.ollama_host), None
+        return endpoint.client(), endpoint
+    from workspace.settings import api_headers
+
+    return ollama.Client(host=settings.ollama_host, headers=api_headers()), None
 
 
 def _ollama_call(fn):  # noqa: ANN001, ANN202
@@ -250,35 +267,37 @@ def run(
     temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")] = 0.0,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 42,
 ) -> None:
-    """Chat with a registered model through the official `ollama` client (like `ollama run`).
+    """Ask a registered model one prompt, or chat with it, through the official `ollama` client (like
+    `ollama run`). Uses the Ollama at OLLAMA_HOST, or starts the embedded runtime when none answers."""
+    _chat(name, prompt, None, {"temperature": temperature, "seed": seed})
 
-    Uses the Ollama at OLLAMA_HOST, or starts the embedded runtime when none answers."""
+
+@app.command()
+def chat(
+    name: Annotated[str, typer.Argument(help="Model name, e.g. ollatune/demo-ko.")],
+    system: Annotated[Optional[str], typer.Option(help="System prompt (also /system TEXT during the chat).")] = None,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")] = 0.0,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 42,
+) -> None:
+    """Chat with a registered model, streaming its answers: the quick check before `ollama run`.
+
+    A line of three double quotes starts and ends a multi-line message; /system TEXT sets the system
+    prompt, /reset clears the conversation, /exit (or Ctrl-D) ends it."""
+    _chat(name, None, system, {"temperature": temperature, "seed": seed})
+
+
+def _chat(name: str, prompt: Optional[str], system: Optional[str], options: dict) -> None:
+    from tui.chat import HELP, ChatSession, converse
+
     client, endpoint = _client(start_embedded=True)
-    messages: list[dict] = []
-    options = {"temperature": temperature, "seed": seed}
+    session = ChatSession(name, client.chat, options, system)
     try:
-        prompts = [prompt] if prompt is not None else None
-        while True:
-            if prompts is not None:
-                if not prompts:
-                    break
-                text = prompts.pop(0)
-            else:
-                try:
-                    text = input(">>> ")
-                except EOFError:
-                    break
-                if text.strip() in ("/bye", "/exit"):
-                    break
-            messages.append({"role": "user", "content": text})
-            answer = []
-            for part in _ollama_call(lambda: client.chat(model=name, messages=messages, stream=True, options=options)):
-                piece = part.message.content or ""
-                answer.append(piece)
-                sys.stdout.write(piece)
-                sys.stdout.flush()
-            sys.stdout.write("\n")
-            messages.append({"role": "assistant", "content": "".join(answer)})
+        if prompt is not None:
+            _ollama_call(lambda: session.ask(prompt, sys.stdout))
+            return
+        if sys.stdin.isatty():
+            err.print(f"[dim]{escape(HELP)}[/]")
+        _ollama_call(lambda: converse(session, input, sys.stdout))
     finally:
         if endpoint is not None:
             endpoint.close()

@@ -143,8 +143,10 @@ def _workspace_check(settings: Settings) -> Check:
 def _ollama_check(settings: Settings, llama: bool) -> Check:
     import httpx
 
+    from workspace.settings import api_headers
+
     try:
-        r = httpx.get(f"{settings.ollama_host}/api/version", timeout=2)
+        r = httpx.get(f"{settings.ollama_host}/api/version", timeout=2, headers=api_headers())
         r.raise_for_status()
         return ("ollama", "ok", f"version {r.json().get('version')} answers at {settings.ollama_host}")
     except (httpx.HTTPError, ValueError):

@@ -58,6 +58,12 @@ def listen_address(value: str) -> tuple[str, int]:
     return (host or "0.0.0.0"), p
 
 
+def api_headers() -> dict[str, str]:
+    """The bearer token our own clients send when ``OLLATUNE_API_KEY`` is set (an exposed runtime needs it)."""
+    key = os.environ.get("OLLATUNE_API_KEY", "").strip()
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
 def is_loopback(host: str) -> bool:
     return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
 
