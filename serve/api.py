@@ -203,6 +203,20 @@ class Generation:
         finally:
             await self.close()
 
+    async def collect(self, request: Request) -> list[dict]:
+        """Every item, for a non-streaming answer; stops when the client goes away; an error is a 500."""
+        async def work() -> list[dict]:
+            return [item async for item in self.items()]
+
+        try:
+            items = await until_disconnect(request, work)
+        finally:
+            await self.close()
+        errors = [i for i in items if "error" in i]
+        if errors:
+            raise ApiError(500, errors[0]["error"])
+        return items
+
     async def close(self) -> None:
         if self.closed:
             return
@@ -480,16 +494,7 @@ class OllamaApi:
 
             return StreamingResponse(gen_lines(), media_type="application/x-ndjson")
 
-        async def collect() -> list[dict]:
-            return [item async for item in gen.items()]
-
-        try:
-            items = await until_disconnect(request, collect)
-        finally:
-            await gen.close()
-        errors = [i for i in items if "error" in i]
-        if errors:
-            return error_response(500, errors[0]["error"])
+        items = await gen.collect(request)
         text = "".join(i.get("text", "") for i in items)
         final = shaped({**items[-1], "text": ""})
         thinking = ""

@@ -14,17 +14,15 @@ from typing import Any
 
 from serve.chat_templates import TemplateSpec
 from serve.errors import ModelfileError
+from serve.options import BOOL_OPTIONS, FLOAT_OPTIONS, INT_OPTIONS
 
 __all__ = ["render_modelfile", "parse_modelfile", "modelfile_template_path", "PARAMETER_ORDER", "coerce_parameter"]
 
 # explicit parameters first, in this order; anything else after, sorted
 PARAMETER_ORDER = ("temperature", "top_p", "top_k", "repeat_penalty", "num_ctx", "seed", "num_predict")
 
-_INT_PARAMS = {"num_ctx", "num_predict", "seed", "top_k", "repeat_last_n", "num_gpu", "num_thread", "num_batch",
-               "num_keep", "mirostat", "main_gpu"}
-_FLOAT_PARAMS = {"temperature", "top_p", "min_p", "repeat_penalty", "presence_penalty", "frequency_penalty",
-                 "typical_p", "tfs_z", "mirostat_tau", "mirostat_eta"}
-_BOOL_PARAMS = {"penalize_newline", "numa", "use_mmap", "use_mlock", "low_vram", "f16_kv", "vocab_only"}
+# the option types Ollama knows (one table for the Modelfile reader and the runtime)
+_INT_PARAMS, _FLOAT_PARAMS, _BOOL_PARAMS = INT_OPTIONS, FLOAT_OPTIONS, BOOL_OPTIONS
 
 
 def modelfile_template_path() -> Path:

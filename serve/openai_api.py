@@ -15,7 +15,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from serve.api import OllamaApi, check_format, parse_tool_calls, read_body, until_disconnect
+from serve.api import OllamaApi, check_format, parse_tool_calls, read_body
 from serve.names import ApiError
 from serve.options import merge_options
 
@@ -146,7 +146,7 @@ class OpenAIApi:
                 yield b"data: [DONE]\n\n"
 
             return StreamingResponse(events(), media_type="text/event-stream")
-        items = await self._collect(request, gen)
+        items = await gen.collect(request)
         text = "".join(i.get("text", "") for i in items)
         final = items[-1]
         message: dict[str, Any] = {"role": "assistant", "content": text}
@@ -162,19 +162,6 @@ class OpenAIApi:
         return JSONResponse({**head, "object": "chat.completion",
                              "choices": [{"index": 0, "message": message, "finish_reason": reason}],
                              "usage": self._usage(final)})
-
-    async def _collect(self, request: Request, gen) -> list[dict]:  # noqa: ANN001
-        async def collect() -> list[dict]:
-            return [item async for item in gen.items()]
-
-        try:
-            items = await until_disconnect(request, collect)
-        finally:
-            await gen.close()
-        errors = [i for i in items if "error" in i]
-        if errors:
-            raise ApiError(500, errors[0]["error"])
-        return items
 
     async def completions(self, request: Request) -> Response:
         api = self.api
@@ -220,7 +207,7 @@ class OpenAIApi:
                 yield b"data: [DONE]\n\n"
 
             return StreamingResponse(events(), media_type="text/event-stream")
-        items = await self._collect(request, gen)
+        items = await gen.collect(request)
         final = items[-1]
         return JSONResponse({**head, "choices": [{"text": "".join(i.get("text", "") for i in items), "index": 0,
                                                   "finish_reason": _finish(final.get("done_reason"))}],
