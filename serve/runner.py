@@ -7,8 +7,13 @@ the scheduler answers the requests on it with an error and starts a fresh one fo
 Parallel decoding: the context holds ``parallel`` sequences (``n_seq_max``), each with its own KV cells
 (``kv_unified`` off, so a sequence attends over exactly the cells it would have alone). A new request's
 prompt is evaluated on its own, then every decode step takes one token from each active sequence in one
-``llama_decode`` batch. Each token's arithmetic is then the same as when the request runs alone, so greedy
-output does not depend on what else runs, or ran before (every prompt is evaluated whole). Sampling is
+``llama_decode`` batch of at most ``MAX_BATCH`` sequences. llama.cpp picks some kernels by batch size and
+those round differently (repacked weights at 4+ rows, tiled K-quant products at 8+), so repacking is off and
+batches stay under the tiled threshold: each token's arithmetic is the same as when the request runs alone,
+and greedy output does not depend on what else runs, or ran before (every prompt is evaluated whole). For
+the quantizations that are never repacked (Q4_1, Q5_0/Q5_1 ...) one stream also computes exactly what a
+direct llama-cpp-python call computes; for repacked ones (Q4_0, K-quants) the result differs from such a
+call in rounding, and speed by about a tenth. Sampling is
 llama-cpp-python's chain (penalties, then greedy, or top-k/typical/top-p/min-p/temperature/seeded draw).
 
 Protocol (parent -> runner): ``{"op": "generate", "id", "prompt", "opts", "format"}``,
@@ -29,6 +34,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+# llama.cpp's tiled K-quant matrix product takes over at 8 rows and rounds differently from the row-by-row
+# one: a decode step holds at most this many sequences, so each computes what it would alone.
+MAX_BATCH = 7
 
 PROMPT_TOO_LONG = ("the prompt is longer than the context length currently available to the model; shorten the "
                    "prompt, adjust the context length in settings, or use a model with a longer context length")
@@ -116,6 +125,11 @@ class Runner:
         self.parallel = max(1, int(config.get("parallel", 1)))
         t0 = time.perf_counter()
         mp = llama_cpp.llama_model_default_params()
+        mp.n_gpu_layers = int(config.get("n_gpu_layers", 0))
+        mp.load_mode = llama_cpp.LLAMA_LOAD_MODE_MMAP
+        # Repacked weights are multiplied by other kernels for 4+ rows than for one, which round
+        # differently: a sequence's tokens would then depend on how many others share its decode step.
+        mp.use_extra_bufts = False
         self.model = internals.LlamaModel(path_model=config["model_path"], params=mp, verbose=True)
         self.vocab = self.model.vocab
         self.n_ctx_train = int(self.model.n_ctx_train())
@@ -138,6 +152,7 @@ class Runner:
         self.slots = [_Slot(seq=i) for i in range(self.parallel)]
         self.pending: list[dict] = []
         self.embed_ctx = None
+        self.max_batch = min(self.parallel, MAX_BATCH)
         self.load_s = time.perf_counter() - t0
 
     def _context(self, n_ctx: int, n_seq: int, embeddings: bool):  # noqa: ANN202
@@ -149,6 +164,7 @@ class Runner:
         cp.kv_unified = False
         # as llama-cpp-python's Llama: no flash attention (the same numerics as a direct call)
         cp.flash_attn_type = self.lc.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        cp.yarn_attn_factor, cp.yarn_beta_fast, cp.yarn_beta_slow = 1.0, 32.0, 1.0
         if embeddings:
             cp.embeddings = True
             if self.model_pooling() is None:
@@ -162,7 +178,8 @@ class Runner:
 
     def ready(self) -> dict:
         return {"event": "ready", "n_ctx": self.n_ctx, "n_ctx_train": self.n_ctx_train, "parallel": self.parallel,
-                "load_s": round(self.load_s, 3), "pid": os.getpid()}
+                "max_batch": self.max_batch, "load_s": round(self.load_s, 3), "pid": os.getpid()}
+
 
     # -------------------------------------------------------------------------------------------- tokens
     def tokenize(self, text: str) -> list[int]:
@@ -291,10 +308,17 @@ class Runner:
         slot.rid, slot.sampler, slot.last = "", None, -1
 
     def step(self) -> None:
-        """One decode step: the last token of every active sequence in one batch, then one sample each."""
+        """One decode step: the last token of every active sequence, in batches of at most MAX_BATCH, then
+        one sample each."""
         active = [s for s in self.slots if s.busy and s.last >= 0]
         if not active:
             return
+        n = -(-len(active) // self.max_batch)  # batches of equal size
+        size = -(-len(active) // n)
+        for i in range(0, len(active), size):
+            self._step(active[i:i + size])
+
+    def _step(self, active: list[_Slot]) -> None:
         self.batch.reset()
         b = self.batch.batch
         for i, s in enumerate(active):

@@ -142,21 +142,45 @@ def test_45_concurrent_langchain_calls_all_answer(runtime):
     assert time.monotonic() - t0 < 120
 
 
-def test_greedy_output_does_not_depend_on_order_or_concurrency(runtime, client):
-    q = [{"role": "user", "content": "Write one sentence about the sea."}]
-    alone = client.chat(model=MODEL, messages=q, options=GREEDY).message.content
-    repeated = client.chat(model=MODEL, messages=q, options=GREEDY).message.content
-    client.chat(model=MODEL, messages=[{"role": "user", "content": "Name three colors."}], options=GREEDY)
-    after_other = client.chat(model=MODEL, messages=q, options=GREEDY).message.content
+@pytest.fixture(scope="module")
+def k_quant_model(runtime, client, tmp_path_factory):
+    """SmolLM2 requantized to q4_k_m (the pipeline's quantization: K-quant and Q5_0/Q8_0 tensors, the kinds
+    llama.cpp multiplies with batch-size-dependent kernels)."""
+    import ctypes
+
+    import llama_cpp
+
+    out = tmp_path_factory.mktemp("kq") / "smol-q4_k_m.gguf"
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype, params.allow_requantize, params.nthread = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M, True, 2
+    assert llama_cpp.llama_model_quantize(str(smollm2_gguf()).encode(), str(out).encode(), ctypes.byref(params)) == 0
+    spec = spec_from_gguf(smollm2_gguf())
+    client.create(model="robust/smol-k", files={"k.gguf": client.create_blob(out)}, template=spec.go_template,
+                  system=spec.system, parameters={"stop": spec.stop, "num_ctx": 1024}, stream=False)
+    return "robust/smol-k"
+
+
+@pytest.mark.parametrize("which", ["q4_1", "q4_k_m"])
+def test_greedy_output_does_not_depend_on_order_or_concurrency(runtime, client, k_quant_model, which):
+    model = MODEL if which == "q4_1" else k_quant_model
+    opts = {**GREEDY, "num_predict": 48}
+    q = [{"role": "user", "content": "Write two sentences about the sea."}]
+    alone = client.chat(model=model, messages=q, options=opts).message.content
+    repeated = client.chat(model=model, messages=q, options=opts).message.content
+    client.chat(model=model, messages=[{"role": "user", "content": "Name three colors."}], options=opts)
+    after_other = client.chat(model=model, messages=q, options=opts).message.content
     others = ["What is 2+2?", "Name a fruit.", "Why is the sky blue?", "Count to five.", "Say hello.",
               "What is Paris?", "Name a planet."]
     with ThreadPoolExecutor(8) as pool:
-        futures = [pool.submit(client.chat, model=MODEL, messages=q, options=GREEDY)]
-        futures += [pool.submit(client.chat, model=MODEL, messages=[{"role": "user", "content": o}], options=GREEDY)
+        futures = [pool.submit(client.chat, model=model, messages=q, options=opts)]
+        futures += [pool.submit(client.chat, model=model, messages=[{"role": "user", "content": o}], options=opts)
                     for o in others]
         among = futures[0].result().message.content
-        [f.result() for f in futures[1:]]
+        rest = [f.result().message.content for f in futures[1:]]
     assert alone.strip() and alone == repeated == after_other == among
+    # and every other request got what it gets alone
+    for o, text in zip(others[:3], rest[:3]):
+        assert text == client.chat(model=model, messages=[{"role": "user", "content": o}], options=opts).message.content
 
 
 def test_a_full_queue_answers_503(tmp_path):
