@@ -140,6 +140,32 @@ class ClientChecks:
             client.create(model="ollatune-test/missing", files={"x.gguf": missing}, stream=False)
         assert e.value.status_code == 400
 
+    def test_capabilities_the_template_lacks_are_refused(self, client):
+        import ollama
+
+        msgs = [{"role": "user", "content": "hi"}]
+        tool = {"type": "function", "function": {"name": "f", "description": "d", "parameters": {"type": "object"}}}
+        for call, text in ((lambda: client.chat(model=MODEL, messages=msgs, tools=[tool]), "does not support tools"),
+                           (lambda: client.chat(model=MODEL, messages=msgs, think=True), "does not support thinking"),
+                           (lambda: client.generate(model=MODEL, prompt="a", suffix="b"), "does not support insert")):
+            with pytest.raises(ollama.ResponseError) as e:
+                call()
+            assert e.value.status_code == 400 and text in e.value.error
+
+    def test_stream_must_be_a_boolean(self, host):
+        r = httpx.post(f"{host}/api/generate", json={"model": MODEL, "prompt": "hi", "stream": "false"}, timeout=30)
+        assert r.status_code == 400 and "stream" in r.json()["error"]
+
+    def test_openai_chat_equals_the_native_chat(self, client, host):
+        openai = pytest.importorskip("openai")
+        oa = openai.OpenAI(base_url=f"{host}/v1", api_key="unused")
+        q = [{"role": "user", "content": "Name a color."}]
+        via_openai = oa.chat.completions.create(model=MODEL, messages=q, temperature=0, top_p=1.0, seed=3,
+                                                max_tokens=16).choices[0].message.content
+        native = client.chat(model=MODEL, messages=q, options={"temperature": 0, "top_p": 1.0, "seed": 3,
+                                                               "num_predict": 16}).message.content
+        assert via_openai == native
+
     def test_copy_and_delete(self, client):
         import ollama
 
