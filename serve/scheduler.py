@@ -189,11 +189,11 @@ class RunnerProcess:
     async def stop(self) -> None:
         if self.proc is None or self.proc.returncode is not None:
             return
-        self.dead = self.dead or "the model was unloaded"
         try:
             self._send({"op": "shutdown"})
         except ApiError:
             pass
+        self.dead = self.dead or "the model was unloaded"
         try:
             await asyncio.wait_for(self.proc.wait(), 10)
         except asyncio.TimeoutError:

@@ -454,3 +454,26 @@ def test_soak_64_mixed_requests_with_disconnects_and_a_crashing_model(runtime, c
     assert not any(new.values()), new
     assert client.chat(model=MODEL, messages=[{"role": "user", "content": "Hi"}], options=GREEDY).done
     client.delete("robust/crasher2")
+
+
+def test_keep_alive_expires_and_the_least_recently_used_model_makes_room(tmp_path):
+    import ollama
+
+    from serve.runtime import EmbeddedRuntime
+    from serve.scheduler import SchedulerConfig
+
+    cfg = SchedulerConfig(num_parallel=2, max_queue=64, max_loaded=1, keep_alive_s=300, load_timeout_s=120)
+    with EmbeddedRuntime(store_dir=tmp_path / "store", config=cfg) as rt:
+        c = ollama.Client(host=rt.url, timeout=120)
+        digest = c.create_blob(smollm2_gguf())
+        for name in ("lru/a", "lru/b"):
+            c.create(model=name, files={"m.gguf": digest}, system=name, stream=False)  # two models, one file
+        c.generate(model="lru/a", prompt="Hi", options={"num_predict": 1})
+        assert [m.model for m in c.ps().models] == ["lru/a:latest"]
+        c.generate(model="lru/b", prompt="Hi", options={"num_predict": 1})  # only one fits: a makes room
+        assert [m.model for m in c.ps().models] == ["lru/b:latest"]
+        c.generate(model="lru/b", prompt="Hi", options={"num_predict": 1}, keep_alive="1s")
+        deadline = time.monotonic() + 15
+        while c.ps().models and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert c.ps().models == []  # expired on the timer, no request needed
