@@ -113,7 +113,8 @@ def synthetic_rows(n: int, seed: int = 0) -> list[dict]:
 
 def korean_rows() -> list[dict]:
     """The Korean sample as prompt/completion conversations (the same user turn the CLI trains on)."""
-    from finetune.samples import open_records, resolve_source
+    from finetune.samples import open_records
+    from workspace.samples import resolve_source
     from finetune.validate import ValidationConfig, validate
 
     source, task = resolve_source("builtin:ko_instructions", "alpaca")

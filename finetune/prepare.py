@@ -15,7 +15,8 @@ from sqlalchemy import select
 from finetune.data import DatasetError
 from finetune.examples import Example
 from finetune.recipe import Recipe
-from finetune.samples import open_records, resolve_source
+from finetune.samples import open_records
+from workspace.samples import resolve_source
 from finetune.splits import split_examples
 from finetune.validate import ValidationConfig, validate, write_rejects
 from workspace.context import RunContext
@@ -72,7 +73,7 @@ def prepare_data(recipe: Recipe, ctx: RunContext) -> PreparedData:
     cfg = ValidationConfig(task=task, fields=dict(recipe.data.fields), system=recipe.model.system,
                            near_duplicates=False, max_seq_len=recipe.data.max_seq_len)
     if task == "text2sql":
-        from finetune.samples import sample_databases
+        from workspace.samples import sample_databases
 
         cfg.databases = sample_databases(ctx.settings.home / "databases")
     from finetune.sources import SourceError

@@ -11,7 +11,8 @@ import pytest
 
 from finetune.examples import ExampleError, adapt
 from finetune.raft import build_raft
-from finetune.samples import SAMPLES, open_records, resolve_source
+from finetune.samples import open_records
+from workspace.samples import SAMPLES, resolve_source
 from finetune.sources import read_records
 from finetune.validate import ValidationConfig, run_sql_readonly, token_stats, validate
 from tests.conftest import REPO

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-DATA = Path(__file__).resolve().parents[1] / "finetune" / "data"
+DATA = Path(__file__).resolve().parents[1] / "workspace" / "data"
 QA_PATH = DATA / "ko_qa.json"
 INSTR_PATH = DATA / "ko_instructions.jsonl"
 

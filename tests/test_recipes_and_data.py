@@ -7,7 +7,7 @@ import pytest
 
 from finetune.examples import adapt
 from finetune.recipe import Recipe, RecipeError, load_recipe, shipped_recipes
-from finetune.samples import SAMPLES, resolve_source
+from workspace.samples import SAMPLES, resolve_source
 from finetune.sources import SourceError, read_records
 from finetune.splits import SplitError, split_examples
 from finetune.validate import ValidationConfig, validate

@@ -6,7 +6,8 @@ import pytest
 
 from finetune.backends import pick_backend, unsloth_unavailable
 from finetune.recipe import RecipeError, load_recipe, shipped_recipes
-from finetune.samples import open_records, resolve_source
+from finetune.samples import open_records
+from workspace.samples import resolve_source
 from finetune.troubleshoot import TrainingProblem, diagnose, flat_loss_hint, hub_problem, nan_loss_problem
 
 

@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from finetune.text2sql_db import (
+from workspace.text2sql_db import (
     DATASET_PATH,
     DatabaseBuildError,
     build_database,

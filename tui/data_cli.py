@@ -42,7 +42,7 @@ def _config(task: str, fields: list[str] | None, dbs: list[str] | None = None, *
 
     cfg = ValidationConfig(task=task, fields=_fields(fields), **kw)
     if task == "text2sql":
-        from finetune.samples import sample_databases
+        from workspace.samples import sample_databases
 
         cfg.databases = sample_databases(get_settings().home / "databases")
         for item in dbs or []:
@@ -67,7 +67,8 @@ def _tokenizer(model: str):  # noqa: ANN202
 
 def _load(source: str, fmt: str | None, fields, split: str, limit: int | None, model: str | None = None,  # noqa: ANN001
           max_seq_len: int = 2048, dbs: list[str] | None = None, **kw):  # noqa: ANN003, ANN202
-    from finetune.samples import open_records, resolve_source
+    from finetune.samples import open_records
+    from workspace.samples import resolve_source
     from finetune.validate import chat_template_lengths, validate
 
     src, task = resolve_source(source, fmt)
