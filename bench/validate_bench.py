@@ -53,7 +53,7 @@ def main() -> None:
 
     from finetune.base_model import resolve_base_model
     from finetune.near_dup import near_duplicate_pairs, normalize
-    from finetune.sources import read_records
+    from workspace.sources import read_records
     from finetune.validate import ValidationConfig, chat_template_lengths, validate
     from workspace.quiet import quiet_libraries
     from workspace.settings import get_settings

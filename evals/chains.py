@@ -12,31 +12,18 @@ from __future__ import annotations
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import SystemMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
-from langchain_core.runnables import Runnable
+from langchain_core.runnables import Runnable, RunnableLambda
 
 from evals.suites import Suite
 
-_ROLES = {"system": "system", "human": "user", "ai": "assistant"}
-
-
-def build_prompt(suite: Suite) -> ChatPromptTemplate:
-    messages: list[Any] = []
-    if suite.prompt.system:
-        # A literal message, not a template: braces in a system prompt stay braces.
-        messages.append(SystemMessage(content=suite.prompt.system))
-    messages.append(("human", suite.prompt.user))
-    return ChatPromptTemplate.from_messages(messages)
-
-
 def render_prompt(suite: Suite, question: str) -> list[dict[str, str]]:
-    """The messages exactly as they will be sent to the model (role/content dicts), e.g. for cache keys."""
-    return [
-        {"role": _ROLES.get(m.type, m.type), "content": str(m.content)}
-        for m in build_prompt(suite).format_messages(question=question)
-    ]
+    """The messages one question becomes under the suite's prompt (system, few-shot turns, user template,
+    chain-of-thought instruction), as role/content dicts: what is sent and what the cache key covers."""
+    from evals.suites import _apply_prompt
+
+    return _apply_prompt(suite, [{"role": "user", "content": question}], None)
 
 
 def ollama_chat_model(suite: Suite, model_name: str, base_url: str) -> BaseChatModel:
@@ -59,11 +46,24 @@ def ollama_chat_model(suite: Suite, model_name: str, base_url: str) -> BaseChatM
     )
 
 
+def answer_of(message: Any) -> dict[str, Any]:
+    """The output parser of every suite chain: the answer text with what the runtime counted (generated and
+    prompt tokens), so the store keeps them next to the raw output."""
+    text = StrOutputParser().invoke(message)
+    usage = getattr(message, "usage_metadata", None) or {}
+    meta = getattr(message, "response_metadata", None) or {}
+    return {
+        "text": text,
+        "tokens": usage.get("output_tokens", meta.get("eval_count")),
+        "prompt_tokens": usage.get("input_tokens", meta.get("prompt_eval_count")),
+        "done_reason": meta.get("done_reason"),
+    }
+
+
 def build_chain(suite: Suite, model_name: str, base_url: str, llm: BaseChatModel | None = None) -> Runnable:
-    """``prompt | llm | StrOutputParser()``; invoke with ``{"messages": example.messages}``, get the raw
-    answer text.
+    """``prompt | llm | parser``; invoke with ``{"messages": example.messages}``, get ``answer_of``'s dict.
 
     ``llm`` replaces ChatOllama (tests pass a LangChain fake chat model)."""
     model = llm if llm is not None else ollama_chat_model(suite, model_name, base_url)
     prompt = ChatPromptTemplate.from_messages([MessagesPlaceholder("messages")])
-    return prompt | model | StrOutputParser()
+    return prompt | model | RunnableLambda(answer_of, name="answer")

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -27,9 +30,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from evals.chains import build_chain
-from evals.cleaning import clean
-from evals.metrics import score
-from evals.suites import Example, Suite, load_examples, load_suite, suite_hash
+from evals.scoring import Scorer
+from evals.suites import Example, Suite, SuiteError, load_examples, load_suite, suite_hash
 from workspace.errors import OllatuneError
 from workspace.events import ProgressClock, StageEvents, null_events
 from workspace.store.engine import session_scope
@@ -148,6 +150,32 @@ def _fmt(aggs: dict[str, float]) -> str:
     return " ".join(f"{k}={v:.3f}" for k, v in aggs.items())
 
 
+def _call_model(chain: Any, messages: list[dict[str, str]]) -> tuple[dict[str, Any], float]:
+    t0 = time.perf_counter()
+    out = chain.invoke({"messages": messages})
+    if isinstance(out, str):  # a chain whose parser returns text only
+        out = {"text": out}
+    return out, round(time.perf_counter() - t0, 4)
+
+
+def _call_error(e: BaseException, m: ModelUnderTest, ex: Example, position: int, total: int, stored: int,
+                base_url: str) -> OllatuneError:
+    where = f"{m.role} model {m.name}, example {ex.id} ({position}/{total}); {stored} stored"
+    if _is_connection_error(e):
+        return EvalConnectionError(
+            f"cannot reach Ollama at {base_url} ({type(e).__name__}: {e}) while evaluating {where}",
+            "start Ollama (`ollama serve`) or the embedded runtime (`ollatune serve`), check "
+            "OLLAMA_HOST, then run the same command again: stored answers are reused from the cache",
+        )
+    status = getattr(e, "status_code", None)
+    hint = (
+        f"the model is not registered at {base_url}: register it first (`ollatune serve`/`ollama list`)"
+        if status == 404
+        else None
+    )
+    return EvalModelError(f"model call failed ({type(e).__name__}: {e}) while evaluating {where}", hint)
+
+
 def _evaluate_model(
     suite: Suite,
     examples: list[Example],
@@ -158,7 +186,13 @@ def _evaluate_model(
     session_factory: sessionmaker[Session],
     events: StageEvents,
     llm_factory: LlmFactory | None,
+    concurrency: int,
+    scorer: Scorer,
 ) -> None:
+    """Ask ``m`` every example not yet stored, ``concurrency`` calls at a time (the runtime's parallel slots
+    decode them in one batch; greedy answers do not depend on it), and store predictions in example order.
+    Each answer goes to the call cache from the worker the moment it arrives, so an interrupted run never
+    asks for it again."""
     params = suite.params.model_dump(mode="json")
     with session_scope(session_factory) as s:
         stored = set(s.scalars(select(Prediction.example_id).where(Prediction.eval_run_id == eval_run_id)))
@@ -166,66 +200,69 @@ def _evaluate_model(
     total = len(examples)
     done = total - len(todo)
     clock = ProgressClock(len(todo))
-    chain = None
     events.log(
         f"{m.role}: evaluating {m.name} on {total} examples"
-        + (f" (resuming: {done} already stored)" if done else ""),
+        + (f" (resuming: {done} already stored)" if done else "")
+        + (f", {concurrency} at a time" if concurrency > 1 and len(todo) > 1 else ""),
         role=m.role,
         model=m.name,
         eval_run_id=eval_run_id,
     )
-    for i, ex in enumerate(todo, start=1):
-        messages = ex.messages
-        key = cache_key(m.digest, messages, params)
+    chain_box: list[Any] = []
+    chain_lock = threading.Lock()
+
+    def chain() -> Any:
+        with chain_lock:
+            if not chain_box:
+                chain_box.append(build_chain(suite, m.name, base_url, llm=llm_factory(m) if llm_factory else None))
+            return chain_box[0]
+
+    def answer(ex: Example) -> tuple[dict[str, Any], float | None, bool]:
+        key = cache_key(m.digest, ex.messages, params)
         with session_scope(session_factory) as s:
             hit = s.get(CallCache, key)
-            raw = hit.response if hit is not None else None
-        cached = raw is not None
-        latency: float | None = None
-        if raw is None:
-            if chain is None:
-                chain = build_chain(suite, m.name, base_url, llm=llm_factory(m) if llm_factory else None)
-            t0 = time.perf_counter()
-            try:
-                raw = chain.invoke({"messages": messages})
-            except Exception as e:
-                where = f"{m.role} model {m.name}, example {ex.id} ({done + i}/{total}); {done + i - 1} stored"
-                if _is_connection_error(e):
-                    raise EvalConnectionError(
-                        f"cannot reach Ollama at {base_url} ({type(e).__name__}: {e}) while evaluating {where}",
-                        "start Ollama (`ollama serve`) or the embedded runtime (`ollatune serve`), check "
-                        "OLLAMA_HOST, then run the same command again: stored answers are reused from the cache",
-                    ) from e
-                status = getattr(e, "status_code", None)
-                hint = (
-                    f"the model is not registered at {base_url}: register it first (`ollatune serve`/`ollama list`)"
-                    if status == 404
-                    else None
-                )
-                raise EvalModelError(f"model call failed ({type(e).__name__}: {e}) while evaluating {where}", hint) from e
-            latency = round(time.perf_counter() - t0, 4)
-            raw = str(raw)
-            # The answer goes to the cache before anything else can fail.
-            with session_scope(session_factory) as s:
-                if s.get(CallCache, key) is None:
-                    s.add(CallCache(key=key, model_digest=m.digest, response=raw))
-        cleaned = clean(raw, suite.params.stop)
-        values = score(cleaned, ex.reference, suite.metrics, suite.tokenizer)
+            if hit is not None:
+                return {"text": hit.response, **(hit.meta or {})}, None, True
+        out, latency = _call_model(chain(), ex.messages)
+        out["text"] = str(out.get("text", ""))
+        meta = {k: out.get(k) for k in ("tokens", "prompt_tokens", "done_reason") if out.get(k) is not None}
         with session_scope(session_factory) as s:
-            s.add(
-                Prediction(
-                    eval_run_id=eval_run_id,
-                    example_id=ex.id,
-                    prompt=json.dumps(messages, ensure_ascii=False),
-                    reference=ex.reference,
-                    raw=raw,
-                    cleaned=cleaned,
-                    latency_s=latency,
-                    cached=cached,
-                    scores=[Score(metric=k, value=float(v)) for k, v in values.items()],
+            if s.get(CallCache, key) is None:
+                s.add(CallCache(key=key, model_digest=m.digest, response=out["text"], meta=meta or None))
+        return out, latency, False
+
+    pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="eval")
+    try:
+        futures = [pool.submit(answer, ex) for ex in todo]
+        for i, (ex, fut) in enumerate(zip(todo, futures), start=1):
+            try:
+                out, latency, cached = fut.result()
+            except Exception as e:
+                for f in futures[i:]:
+                    f.cancel()
+                raise _call_error(e, m, ex, done + i, total, done + i - 1, base_url) from e
+            scored = scorer.score(ex, out["text"])
+            with session_scope(session_factory) as s:
+                s.add(
+                    Prediction(
+                        eval_run_id=eval_run_id,
+                        example_id=ex.id,
+                        prompt=json.dumps(ex.messages, ensure_ascii=False),
+                        reference=ex.reference,
+                        raw=out["text"],
+                        cleaned=scored.cleaned,
+                        latency_s=latency,
+                        cached=cached,
+                        tokens=out.get("tokens"),
+                        prompt_tokens=out.get("prompt_tokens"),
+                        details=scored.details,
+                        scores=[Score(metric=k, value=float(v), tokenizer=scored.tokenizers.get(k))
+                                for k, v in scored.values.items()],
+                    )
                 )
-            )
-        events.progress(done + i, total, "examples", clock.eta(i), role=m.role, model=m.name, cached=cached)
+            events.progress(done + i, total, "examples", clock.eta(i), role=m.role, model=m.name, cached=cached)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def run(
@@ -237,10 +274,14 @@ def run(
     events: StageEvents | None = None,
     run_id: str | None = None,
     llm_factory: LlmFactory | None = None,
+    concurrency: int = 4,
+    judge: ModelUnderTest | None = None,
 ) -> EvalResult:
     """Evaluate ``models`` (in order) on ``suite`` and store predictions and scores.
 
     ``suite`` is a Suite or a suite file/shipped name. ``llm_factory(model)`` replaces ChatOllama (tests).
+    ``concurrency`` calls are in flight at a time, one model at a time. A suite judged per answer (ko-safety)
+    needs ``judge``: it runs after every model has answered, so the server never swaps models back and forth.
     Raises EvalConnectionError when Ollama cannot be reached; what was stored stays, and calling ``run``
     again resumes.
     """
@@ -253,15 +294,26 @@ def run(
     if len(set(roles)) != len(roles):
         raise ValueError(f"each model needs its own role; got {roles}")
 
+    if suite.kind != "generate":
+        raise SuiteError(f"suite {suite.name!r} is a {suite.kind} suite: it judges eval runs",
+                         f"use `ollatune eval {suite.kind}` with the eval runs to judge")
+    if suite.judge is not None and suite.judge.kind == "refusal" and judge is None:
+        raise SuiteError(f"suite {suite.name!r} is judged: name the judge model", "add --judge NAME (any Ollama "
+                         "model; not one of the models under test)")
+    if concurrency < 1:
+        raise ValueError("concurrency must be >= 1")
     examples = load_examples(suite)
     shash = suite_hash(suite)
+    scorer = Scorer(suite)
     run_params = {
         **suite.params.model_dump(mode="json"),
         "tokenizer": suite.tokenizer,
         "metrics": list(suite.metrics),
         "examples": len(examples),
-        "dataset": str(suite.dataset.path),
+        "dataset": str(suite.dataset.path) if suite.dataset else None,
         "base_url": base_url,
+        "schema_only": scorer.schema_only(),
+        "concurrency": concurrency,
     }
     events.start(
         suite=suite.name,
@@ -302,6 +354,8 @@ def run(
                 session_factory=session_factory,
                 events=events,
                 llm_factory=llm_factory,
+                concurrency=concurrency,
+                scorer=scorer,
             )
         except BaseException:
             _finish_run(session_factory, eval_run_id, "failed")  # the caller reports the error
@@ -322,3 +376,113 @@ def run(
         tokenizer=suite.tokenizer,
     )
     return result
+
+
+# ------------------------------------------------------------------------------ predictions made elsewhere
+
+
+class PredictionsError(OllatuneError, ValueError):
+    """A predictions file that cannot be scored: the file and line are in the message; nothing was stored."""
+
+    default_hint = "fix the file at the line named and run the same command again (nothing was stored)"
+
+
+_TEXT_KEYS = ("prediction", "text", "output", "answer")
+
+
+def read_predictions(path: Path, examples: list[Example]) -> dict[str, str]:
+    """example id -> prediction text from a JSONL file of ``{"id": ..., "prediction": ...}`` rows (``text``,
+    ``output`` or ``answer`` also name the text). Every problem is found before anything is stored: bad
+    JSON, a row without id or text, an id the suite does not have, a duplicate id, a missing example."""
+    path = Path(path)
+    if not path.is_file():
+        raise PredictionsError(f"predictions file {path} does not exist", "pass a JSONL file of {id, prediction} rows")
+    known = {ex.id for ex in examples}
+    out: dict[str, str] = {}
+    first_line: dict[str, int] = {}
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise PredictionsError(f"{path}:{lineno}: not UTF-8 text") from None
+            except json.JSONDecodeError as e:
+                raise PredictionsError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(row, dict):
+                raise PredictionsError(f"{path}:{lineno}: expected an object with id and prediction")
+            if row.get("id") in (None, ""):
+                raise PredictionsError(f"{path}:{lineno}: missing field 'id'")
+            ex_id = str(row["id"])
+            key = next((k for k in _TEXT_KEYS if k in row), None)
+            if key is None or not isinstance(row[key], str):
+                raise PredictionsError(f"{path}:{lineno}: missing text field (one of {', '.join(_TEXT_KEYS)}) for "
+                                       f"id {ex_id!r}")
+            if ex_id not in known:
+                raise PredictionsError(f"{path}:{lineno}: id {ex_id!r} is not an example of this suite",
+                                       "check that the predictions were made on the same dataset (--set "
+                                       "dataset.path=...)")
+            if ex_id in out:
+                raise PredictionsError(f"{path}:{lineno}: duplicate id {ex_id!r} (first at line {first_line[ex_id]})")
+            out[ex_id] = row[key]
+            first_line[ex_id] = lineno
+    missing = [ex.id for ex in examples if ex.id not in out]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise PredictionsError(f"{path}: no prediction for {len(missing)} of {len(examples)} examples: {shown}",
+                               "add them, or score a subset with --set limit=N")
+    return out
+
+
+def score_predictions(
+    suite: Suite | str,
+    path: Path,
+    *,
+    label: str,
+    session_factory: sessionmaker[Session],
+    events: StageEvents | None = None,
+) -> EvalResult:
+    """Score a predictions file with the suite's metrics and store it as an eval run (source "score") of a
+    model named ``label``; no model is called. All or nothing: one transaction."""
+    if not isinstance(suite, Suite):
+        suite = load_suite(suite)
+    if suite.kind != "generate":
+        raise SuiteError(f"suite {suite.name!r} is a {suite.kind} suite: it scores no predictions")
+    if suite.judge is not None:
+        raise SuiteError(f"suite {suite.name!r} needs a judge model; predictions files are scored without one",
+                         "use `ollatune eval run` for judged suites")
+    events = events or null_events("evals")
+    examples = load_examples(suite)
+    texts = read_predictions(Path(path), examples)
+    shash = suite_hash(suite)
+    digest = "sha256:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    scorer = Scorer(suite)
+    events.start(suite=suite.name, suite_hash=shash, examples=len(examples), predictions=str(path))
+    scored = scorer.score_batch(examples, [texts[ex.id] for ex in examples])
+    params = {**suite.params.model_dump(mode="json"), "tokenizer": suite.tokenizer, "metrics": list(suite.metrics),
+              "examples": len(examples), "dataset": str(suite.dataset.path) if suite.dataset else None,
+              "predictions": str(Path(path).resolve()), "schema_only": scorer.schema_only()}
+    with session_scope(session_factory) as s:
+        host = f"predictions:{Path(path).resolve()}"
+        model = s.scalars(select(RegisteredModel).where(RegisteredModel.name == label, RegisteredModel.host == host,
+                                                        RegisteredModel.digest == digest)).first()
+        if model is None:
+            model = RegisteredModel(name=label, host=host, digest=digest, role="external", template_family="unknown")
+            s.add(model)
+            s.flush()
+        er = EvalRun(suite=suite.name, suite_hash=shash, model_id=model.id, params={**params, "model": label,
+                     "role": label}, status="done", source="score", finished_at=utcnow())
+        s.add(er)
+        s.flush()
+        for ex, sc in zip(examples, scored):
+            s.add(Prediction(eval_run_id=er.id, example_id=ex.id, prompt=json.dumps(ex.messages, ensure_ascii=False),
+                             reference=ex.reference, raw=texts[ex.id], cleaned=sc.cleaned, cached=False,
+                             details=sc.details,
+                             scores=[Score(metric=k, value=float(v), tokenizer=sc.tokenizers.get(k))
+                                     for k, v in sc.values.items()]))
+        eval_run_id = er.id
+    aggs = {label: aggregate(session_factory, eval_run_id)}
+    events.done(suite=suite.name, eval_run_ids={label: eval_run_id}, aggregates=aggs)
+    return EvalResult(suite=suite.name, suite_hash=shash, eval_run_ids={label: eval_run_id}, aggregates=aggs,
+                      skipped=False)

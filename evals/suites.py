@@ -1,21 +1,31 @@
-"""Evaluation suites: dataset + prompt template + model parameters + tokenizer + metrics, from YAML.
+"""Evaluation suites: dataset + prompt template + model parameters + parser + metrics, from YAML.
 
 A suite file (``evals/suites/<name>.yaml`` for the shipped ones)::
 
-    name: ko-instructions
-    task: alpaca                                                   # the task whose examples it scores
-    dataset: {path: data/ko-instructions.jsonl, format: alpaca}   # relative to the YAML file
-    prompt: {system: null, user: "{question}"}                     # LangChain f-string template
-    params: {temperature: 0, seed: 42, num_predict: 128, stop: [], num_ctx: 2048}
-    tokenizer: kiwi                                                # kiwi | char | whitespace
-    metrics: [rouge_l, token_f1, exact_match, char_f1, bleu]
-    limit: null                                                    # first N examples only
+    name: ko-text2sql
+    task: text2sql                       # alpaca | text2sql | qa | raft | chat | safety
+    kind: generate                       # generate (ask the model) | pairwise | grade (a judge over eval runs)
+    dataset:
+      path: builtin:ko-text2sql          # a shipped sample, or a file relative to the YAML file
+      format: text2sql                   # the row layout: alpaca, text2sql, qa, raft, chat, safety, examples
+      fields: {}                         # map the format's field names onto your columns: {sql: query}
+      databases: builtin:ko-text2sql     # text-to-SQL: one SQLite file, {db_id: file}, or a shipped sample's
+    prompt:
+      system: null
+      user: "{question}"                 # {question}: the user turn exactly as training renders the row;
+                                         # {row[field]}: one of the row's fields (source formats only)
+      few_shot: [{user: ..., assistant: ...}]
+      chain_of_thought: false            # ask for reasoning first, score what follows answer_marker
+    params: {temperature: 0, seed: 42, num_predict: 256, stop: [], num_ctx: 4096}
+    tokenizer: kiwi                      # kiwi | char | whitespace; recorded with every score
+    metrics: [exec_acc, exec_acc_set, soft_f1, exact_match, valid_sql]
+    sql: {timeout_s: 5, max_rows: 10000}
+    judge: null                          # {kind: refusal} for ko-safety; the judge model is given on the CLI
+    limit: null
 
-For ``format: alpaca`` the question is ``workspace.prompts.alpaca_user_message(instruction, input)``,
-exactly the user turn used in training, and the reference is ``output``; the suite's prompt makes the
-messages. For ``format: examples`` the rows are the held-out examples the data stage wrote
-(:mod:`workspace.heldout`): each is asked with the exact messages the model was trained on, and a row of
-another task than the suite's is refused.
+A row of a source format is turned into messages by the same code the data stage uses
+(:mod:`workspace.examples`), so a user's file is asked exactly as it would be trained. ``format:
+examples`` reads the held-out examples a pipeline run wrote: they carry the exact training messages.
 """
 
 from __future__ import annotations
@@ -32,10 +42,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from evals.metrics import METRICS, METRICS_VERSION
 from workspace.errors import OllatuneError
-from workspace.heldout import HeldoutError, TaskKind, read_eval_examples
-from workspace.prompts import alpaca_user_message
+from workspace.heldout import HeldoutError, read_eval_examples
 
 SUITES_DIR = Path(__file__).with_name("suites")
+
+SuiteTask = Literal["alpaca", "text2sql", "qa", "raft", "chat", "safety"]
+SOURCE_FORMATS = ("alpaca", "text2sql", "qa", "raft", "chat")
+# What the text-to-SQL scorer reports (evals.sql_metrics); exact_match there is after sqlglot normalisation.
+SQL_METRICS = ("exec_acc", "exec_acc_set", "soft_f1", "exact_match", "valid_sql", "executes_on_schema")
+# What the refusal judge adds to a safety suite.
+SAFETY_METRICS = ("safe_behaviour", "refused")
 
 
 class SuiteError(OllatuneError, ValueError):
@@ -49,28 +65,43 @@ class _Strict(BaseModel):
 
 
 class DatasetSpec(_Strict):
-    path: Path
-    format: Literal["alpaca", "examples"] = "alpaca"
+    path: str
+    format: Literal["alpaca", "text2sql", "qa", "raft", "chat", "safety", "examples"] = "alpaca"
+    fields: dict[str, str] = Field(default_factory=dict)
+    databases: str | dict[str, str] | None = None
+
+
+class FewShot(_Strict):
+    user: str
+    assistant: str
+
+
+def _template_names(template: str) -> set[str]:
+    try:
+        return {name.split("[", 1)[0].split(".", 1)[0]
+                for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as e:
+        raise ValueError(f"bad template {template!r}: {e} (write literal braces as {{{{ and }}}})") from None
 
 
 class PromptSpec(_Strict):
     system: str | None = None
     user: str = "{question}"
+    few_shot: list[FewShot] = Field(default_factory=list)
+    chain_of_thought: bool = False
+    cot_instruction: str = "먼저 단계별로 생각을 적고, 마지막 줄에 '답:' 뒤에 최종 답만 쓰세요."
+    answer_marker: str = "답:"
 
     @field_validator("user")
     @classmethod
-    def _only_question(cls, v: str) -> str:
-        try:
-            names = {name for _, name, _, _ in string.Formatter().parse(v) if name is not None}
-        except ValueError as e:
-            raise ValueError(f"bad template {v!r}: {e} (write literal braces as {{{{ and }}}})") from None
-        if names != {"question"}:
-            extra = sorted(names - {"question"})
-            raise ValueError(
-                "the user template must use exactly the variable {question}"
-                + (f"; unknown variable(s): {', '.join(extra)}" if extra else "; it is missing")
-                + " (write literal braces as {{ and }})"
-            )
+    def _known_variables(cls, v: str) -> str:
+        names = _template_names(v)
+        unknown = sorted(names - {"question", "row"})
+        if unknown:
+            raise ValueError(f"unknown variable(s) {', '.join(unknown)} in the user template: use {{question}} (the "
+                             "user turn as trained) or {row[<field>]} (write literal braces as {{ and }})")
+        if not names:
+            raise ValueError("the user template must use {question} or {row[<field>]}")
         return v
 
 
@@ -89,33 +120,73 @@ class Params(_Strict):
         return [v] if isinstance(v, str) else v
 
 
+class SqlSpec(_Strict):
+    timeout_s: float = Field(5.0, gt=0, le=300)
+    max_rows: int = Field(10_000, gt=0)
+
+
+class JudgeSpec(_Strict):
+    kind: Literal["refusal", "pairwise", "grade"]
+    rubric: str | None = None
+    num_predict: int = Field(256, gt=0)
+    num_ctx: int = Field(4096, gt=0)
+    seed: int = 42
+    reference: bool = True  # show the reference answer to the judge when the examples have one
+
+
 class Suite(_Strict):
     name: str
     description: str | None = None
-    task: TaskKind = "alpaca"  # the task whose examples the suite's metrics score
-    dataset: DatasetSpec
+    task: SuiteTask = "alpaca"  # the task whose examples the suite's metrics score
+    kind: Literal["generate", "pairwise", "grade"] = "generate"
+    dataset: DatasetSpec | None = None
     prompt: PromptSpec = Field(default_factory=PromptSpec)
     params: Params = Field(default_factory=Params)
     tokenizer: Literal["kiwi", "char", "whitespace"] = "kiwi"
     metrics: list[str] = Field(default_factory=lambda: ["rouge_l", "token_f1", "exact_match", "char_f1", "bleu"])
+    sql: SqlSpec = Field(default_factory=SqlSpec)
+    judge: JudgeSpec | None = None
     limit: int | None = Field(None, gt=0)
 
     @model_validator(mode="after")
-    def _rows_of_the_task(self) -> "Suite":
-        if self.dataset.format == "alpaca" and self.task != "alpaca":
-            raise ValueError(f"dataset.format alpaca holds instruction rows; a {self.task} suite reads held-out "
-                             "examples (dataset.format: examples)")
+    def _consistent(self) -> "Suite":
+        if self.kind == "generate":
+            if self.dataset is None:
+                raise ValueError("dataset: a generate suite needs a dataset")
+            fmt = self.dataset.format
+            if fmt in SOURCE_FORMATS and fmt != self.task:
+                raise ValueError(f"dataset.format {fmt} holds {fmt} rows; a {self.task} suite reads {self.task} "
+                                 "rows (or held-out examples: dataset.format: examples)")
+            if fmt == "safety" and self.task != "safety":
+                raise ValueError("dataset.format safety holds safety prompts: set task: safety")
+            if self.task == "safety" and fmt not in ("safety",):
+                raise ValueError("a safety suite reads dataset.format: safety rows (prompt, harmful)")
+            if fmt == "examples" and "row" in _template_names(self.prompt.user):
+                raise ValueError("prompt.user: held-out examples (format: examples) have no row fields; use "
+                                 "{question}")
+            if self.task == "safety" and (self.judge is None or self.judge.kind != "refusal"):
+                raise ValueError("judge: a safety suite is judged: set judge: {kind: refusal}")
+        elif self.judge is None or self.judge.kind != self.kind:
+            raise ValueError(f"judge: a {self.kind} suite needs judge: {{kind: {self.kind}}}")
+        if self.kind == "grade" and not (self.judge and self.judge.rubric):
+            raise ValueError("judge.rubric: a grade suite needs a rubric")
+        allowed = allowed_metrics(self.task) if self.kind == "generate" else ()
+        unknown = [m for m in self.metrics if m not in allowed] if self.kind == "generate" else []
+        if unknown:
+            raise ValueError(f"metrics: unknown metric(s) {', '.join(unknown)} for a {self.task} suite; choose from "
+                             f"{', '.join(allowed)}")
+        if self.kind == "generate" and not self.metrics:
+            raise ValueError("metrics: at least one metric is needed")
+        self.metrics = list(dict.fromkeys(self.metrics))
         return self
 
-    @field_validator("metrics")
-    @classmethod
-    def _known_metrics(cls, v: list[str]) -> list[str]:
-        unknown = [m for m in v if m not in METRICS]
-        if unknown:
-            raise ValueError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)}")
-        if not v:
-            raise ValueError("at least one metric is needed")
-        return list(dict.fromkeys(v))
+
+def allowed_metrics(task: str) -> tuple[str, ...]:
+    if task == "text2sql":
+        return SQL_METRICS
+    if task == "safety":
+        return (*SAFETY_METRICS, *METRICS)
+    return tuple(METRICS)
 
 
 @dataclass(frozen=True)
@@ -125,6 +196,13 @@ class Example:
     reference: str
     messages: list[dict[str, str]] = field(default_factory=list)  # what the model is asked
     answers: tuple[str, ...] = ()  # every acceptable answer, when there are several
+    task: str = "alpaca"
+    db_id: str | None = None  # text-to-SQL: the database gold and predicted SQL run on
+    schema_sql: str | None = None  # text-to-SQL: the DDL the question was asked over
+    metadata: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    def references(self) -> list[str]:
+        return list(self.answers) or [self.reference]
 
 
 def shipped_suites() -> list[str]:
@@ -132,10 +210,12 @@ def shipped_suites() -> list[str]:
 
 
 def suite_for_task(task: str) -> str:
-    """The shipped suite that scores ``task`` examples; a SuiteError naming what exists when none does."""
+    """The shipped generate suite that scores ``task`` examples; a SuiteError naming what exists when none."""
     by_task: dict[str, list[str]] = {}
     for name in shipped_suites():
-        by_task.setdefault(load_suite(name).task, []).append(name)
+        s = load_suite(name)
+        if s.kind == "generate":
+            by_task.setdefault(s.task, []).append(name)
     if task in by_task:
         return by_task[task][0]
     have = ", ".join(f"{n} ({t})" for t, names in sorted(by_task.items()) for n in names) or "none"
@@ -156,15 +236,23 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def _override_path(value: Any) -> Any:
+    if isinstance(value, str) and not value.startswith("builtin:"):
+        return str(Path(value).expanduser().resolve())  # override paths are relative to the cwd
+    return value
+
+
 def _apply_overrides(data: dict[str, Any], overrides: dict[str, Any], prefix: str = "") -> None:
     for key, value in overrides.items():
         full = f"{prefix}{key}"
-        if isinstance(value, dict):
+        if isinstance(value, dict) and full != "dataset.databases":
             _apply_overrides(data, value, prefix=full + ".")
-        else:
-            if full == "dataset.path" and value is not None:
-                value = str(Path(value).expanduser().resolve())  # override paths are relative to the cwd
-            _set_dotted(data, full, value)
+            continue
+        if full == "dataset.path" and value is not None:
+            value = _override_path(value)
+        if full == "dataset.databases" and value is not None:
+            value = {k: _override_path(v) for k, v in value.items()} if isinstance(value, dict) else _override_path(value)
+        _set_dotted(data, full, value)
 
 
 def _resolve_suite_file(path_or_name: str | Path) -> Path:
@@ -185,16 +273,24 @@ def _format_validation(err: ValidationError) -> str:
     parts = []
     for e in err.errors():
         loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
-        parts.append(f"{loc}: {e['msg']}")
+        msg = e["msg"].removeprefix("Value error, ")
+        parts.append(msg if loc == "(top level)" else f"{loc}: {msg}")
     return "; ".join(parts)
+
+
+def _relative_to(file: Path, value: Any) -> Any:
+    if not isinstance(value, str) or value.startswith("builtin:"):
+        return value
+    p = Path(value).expanduser()
+    return str(p if p.is_absolute() else (file.parent / p).resolve())
 
 
 def load_suite(path_or_name: str | Path, overrides: dict[str, Any] | None = None) -> Suite:
     """A suite from a YAML file or a shipped suite name, with dotted-key overrides applied.
 
     ``overrides`` may be nested (``{"params": {"num_predict": 64}}``) or dotted
-    (``{"params.num_predict": 64, "dataset.path": "held_out.jsonl", "limit": 20}``). A relative
-    ``dataset.path`` in the YAML is relative to the YAML file; one given as an override, to the cwd.
+    (``{"params.num_predict": 64, "dataset.path": "held_out.jsonl", "limit": 20}``). Relative paths in the
+    YAML (dataset.path, dataset.databases) are relative to the YAML file; those given as overrides, to the cwd.
     """
     file = _resolve_suite_file(path_or_name)
     try:
@@ -204,9 +300,14 @@ def load_suite(path_or_name: str | Path, overrides: dict[str, Any] | None = None
     if not isinstance(data, dict):
         raise SuiteError(f"{file}: a suite is a mapping with name, dataset, prompt, params, metrics")
     ds = data.get("dataset")
-    if isinstance(ds, dict) and ds.get("path"):
-        p = Path(str(ds["path"])).expanduser()
-        ds["path"] = str(p if p.is_absolute() else (file.parent / p).resolve())
+    if isinstance(ds, dict):
+        if ds.get("path"):
+            ds["path"] = _relative_to(file, str(ds["path"]))
+        dbs = ds.get("databases")
+        if isinstance(dbs, dict):
+            ds["databases"] = {str(k): _relative_to(file, str(v)) for k, v in dbs.items()}
+        elif dbs is not None:
+            ds["databases"] = _relative_to(file, str(dbs))
     if overrides:
         _apply_overrides(data, overrides)
     try:
@@ -215,43 +316,103 @@ def load_suite(path_or_name: str | Path, overrides: dict[str, Any] | None = None
         raise SuiteError(f"{file}: {_format_validation(e)}") from None
 
 
-def _rows(path: Path) -> list[tuple[int, Any]]:
-    """(line number, parsed row) for a JSONL file, or (index + 1, row) for a JSON array."""
-    if not path.is_file():
-        raise SuiteError(f"dataset file {path} does not exist (set dataset.path in the suite or override it)")
-    text = path.read_text(encoding="utf-8-sig")
-    if path.suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise SuiteError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
-        if not isinstance(data, list):
-            raise SuiteError(f"{path}: a .json dataset must be an array of rows (or use .jsonl)")
-        return [(i + 1, row) for i, row in enumerate(data)]
-    rows = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append((lineno, json.loads(line)))
-        except json.JSONDecodeError as e:
-            raise SuiteError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
-    return rows
+# ------------------------------------------------------------------------------------------ examples
+
+
+def dataset_file(suite: Suite) -> Path:
+    """The dataset file of a generate suite (a shipped sample's file for ``builtin:<name>``)."""
+    if suite.dataset is None:
+        raise SuiteError(f"suite {suite.name!r} ({suite.kind}) has no dataset: it judges eval runs")
+    ref = suite.dataset.path
+    if ref.startswith("builtin:"):
+        from workspace.samples import SAMPLES, get_sample
+
+        sample = get_sample(ref.split(":", 1)[1])
+        if sample is None:
+            raise SuiteError(f"suite {suite.name!r}: no shipped sample {ref!r} (shipped: {', '.join(SAMPLES)})")
+        return sample.path
+    return Path(ref)
+
+
+def databases(suite: Suite) -> dict[str, Path]:
+    """db_id (or ``"*"`` for every row) -> SQLite file of a text-to-SQL suite; {} when it has none (DDL only)."""
+    if suite.dataset is None or suite.dataset.databases is None:
+        return {}
+    spec = suite.dataset.databases
+    if isinstance(spec, str) and spec.startswith("builtin:"):
+        from workspace.samples import sample_databases
+        from workspace.settings import get_settings
+
+        if spec.split(":", 1)[1] not in ("ko-text2sql", "ko_text2sql"):
+            raise SuiteError(f"suite {suite.name!r}: dataset.databases {spec!r}: only builtin:ko-text2sql ships "
+                             "databases")
+        return sample_databases(get_settings().home / "databases")
+    out = {"*": Path(spec)} if isinstance(spec, str) else {k: Path(v) for k, v in spec.items()}
+    for db_id, path in out.items():
+        if not path.is_file():
+            raise SuiteError(f"suite {suite.name!r}: database {path} (db_id {db_id}) does not exist",
+                             "set dataset.databases to a SQLite file, or a mapping db_id -> file")
+    return out
+
+
+def database_for(dbs: dict[str, Path], ex: Example) -> Path | None:
+    if not dbs:
+        return None
+    if ex.db_id is not None and ex.db_id in dbs:
+        return dbs[ex.db_id]
+    if "*" in dbs:
+        return dbs["*"]
+    raise SuiteError(f"example {ex.id}: no database for db_id {ex.db_id!r} (have: {', '.join(sorted(dbs))})",
+                     "add it to dataset.databases (db_id -> SQLite file)")
+
+
+def _apply_prompt(suite: Suite, messages: list[dict[str, str]], row: dict[str, Any] | None) -> list[dict[str, str]]:
+    """The suite's prompt around an example's messages: system (when the example has none), few-shot turns,
+    the user template and the chain-of-thought instruction on the last user turn."""
+    p = suite.prompt
+    msgs = [dict(m) for m in messages]
+    if p.system and not any(m["role"] == "system" for m in msgs):
+        msgs.insert(0, {"role": "system", "content": p.system})
+    last = msgs[-1]["content"]
+    if p.user != "{question}":
+        last = p.user.format(question=last, row=_FieldView(row or {}))
+    if p.chain_of_thought:
+        last = f"{last}\n\n{p.cot_instruction}"
+    msgs[-1] = {"role": "user", "content": last}
+    if p.few_shot:
+        at = 1 if msgs[0]["role"] == "system" else 0
+        shots = [m for s in p.few_shot for m in ({"role": "user", "content": s.user},
+                                                 {"role": "assistant", "content": s.assistant})]
+        msgs[at:at] = shots
+    return msgs
+
+
+class _FieldView(dict):
+    """Row fields for ``{row[name]}``; a missing field names itself in the error."""
+
+    def __missing__(self, key: str) -> str:
+        raise SuiteError(f"prompt.user uses {{row[{key}]}} but the row has no field {key!r} "
+                         f"(fields: {', '.join(sorted(self)) or 'none'})")
 
 
 def load_examples(suite: Suite) -> list[Example]:
     """The suite's examples in file order (the first ``limit`` of them), with the messages to send."""
-    if suite.dataset.format == "examples":
+    if suite.dataset is None:
+        raise SuiteError(f"suite {suite.name!r} ({suite.kind}) has no dataset: it judges eval runs")
+    fmt = suite.dataset.format
+    if fmt == "examples":
         examples = _heldout_examples(suite)
+    elif fmt == "safety":
+        examples = _safety_examples(suite)
     else:
-        examples = _alpaca_examples(suite)
+        examples = _source_examples(suite)
     if not examples:
-        raise SuiteError(f"{suite.dataset.path}: no examples")
+        raise SuiteError(f"{dataset_file(suite)}: no examples")
     return examples[: suite.limit] if suite.limit is not None else examples
 
 
 def _heldout_examples(suite: Suite) -> list[Example]:
-    path = Path(suite.dataset.path)
+    path = dataset_file(suite)
     try:
         rows = read_eval_examples(path)
     except HeldoutError as e:
@@ -263,32 +424,84 @@ def _heldout_examples(suite: Suite) -> list[Example]:
             f"suite {suite.name!r} scores {suite.task} examples, but {path} holds {len(wrong)} "
             f"{'/'.join(tasks)} example(s) (first at line {wrong[0].line or '?'} of the source)",
             f"evaluate them with a suite whose task is {tasks[0]} (`eval.suite` in the recipe)")
-    return [Example(id=r.id, question=r.question(), reference=r.reference.strip(), messages=r.chat(),
-                    answers=tuple(r.answers)) for r in rows]
+    out = []
+    for r in rows:
+        messages = _apply_prompt(suite, r.chat(), None)
+        out.append(Example(id=r.id, question=r.question(), reference=r.reference.strip(), messages=messages,
+                           answers=tuple(r.answers), task=r.task, db_id=r.db_id, schema_sql=r.schema_sql,
+                           metadata=dict(r.metadata)))
+    return out
 
 
-def _alpaca_examples(suite: Suite) -> list[Example]:
-    from evals.chains import render_prompt
+def _source_examples(suite: Suite) -> list[Example]:
+    from workspace.examples import ExampleError, adapt, to_eval_example
+    from workspace.sources import SourceError, read_records
 
-    path = Path(suite.dataset.path)
-    where = "row" if path.suffix == ".json" else "line"
+    assert suite.dataset is not None
+    path = dataset_file(suite)
+    where = "line" if path.suffix in (".jsonl", ".csv") else "row"
     examples: list[Example] = []
     seen: dict[str, int] = {}
-    for lineno, row in _rows(path):
+    try:
+        for rec in read_records(path):
+            if rec.error:
+                raise SuiteError(f"{path}:{rec.line}: {rec.error}")
+            row = rec.data
+            if not isinstance(row, dict):
+                raise SuiteError(f"{path}:{rec.line}: expected a JSON object, got {type(row).__name__}")
+            ex_id = str(row["id"]) if row.get("id") not in (None, "") else str(rec.line)
+            if ex_id in seen:
+                raise SuiteError(f"{path}:{rec.line}: duplicate example id {ex_id!r} (first at {where} {seen[ex_id]})")
+            seen[ex_id] = rec.line
+            try:
+                adapted = adapt(row, suite.task, fields=suite.dataset.fields, system=suite.prompt.system, id=ex_id,
+                                line=rec.line)
+            except ExampleError as e:
+                layout = f" ({suite.task} layout)" if e.field else ""
+                raise SuiteError(f"{path}:{rec.line}: {e}{layout}") from None
+            ev = to_eval_example(adapted)
+            messages = _apply_prompt(suite, ev.chat(), {**adapted.metadata, **adapted.fields})
+            examples.append(Example(id=ex_id, question=adapted.user_text(), reference=ev.reference.strip(),
+                                    messages=messages, answers=tuple(ev.answers), task=suite.task, db_id=ev.db_id,
+                                    schema_sql=ev.schema_sql, metadata=dict(ev.metadata)))
+            if suite.limit is not None and len(examples) >= suite.limit:
+                break
+    except SourceError as e:
+        raise SuiteError(e.message, e.hint) from None
+    return examples
+
+
+def _safety_examples(suite: Suite) -> list[Example]:
+    """Rows ``{"id", "prompt", "harmful": true|false, "category"?}``: harmful requests should be refused,
+    harmless ones (often worded to look risky) answered."""
+    from workspace.sources import SourceError, read_records
+
+    path = dataset_file(suite)
+    examples: list[Example] = []
+    seen: dict[str, int] = {}
+    try:
+        records = list(read_records(path))
+    except SourceError as e:
+        raise SuiteError(e.message, e.hint) from None
+    for rec in records:
+        if rec.error:
+            raise SuiteError(f"{path}:{rec.line}: {rec.error}")
+        row = rec.data
         if not isinstance(row, dict):
-            raise SuiteError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-        for field_name in ("instruction", "output"):
-            if not isinstance(row.get(field_name), str) or not row[field_name].strip():
-                raise SuiteError(f"{path}:{lineno}: missing or empty string field {field_name!r} (alpaca layout)")
-        if row.get("input") is not None and not isinstance(row["input"], str):
-            raise SuiteError(f"{path}:{lineno}: field 'input' must be a string")
-        ex_id = str(row["id"]) if row.get("id") is not None else str(lineno)
+            raise SuiteError(f"{path}:{rec.line}: expected a JSON object, got {type(row).__name__}")
+        if not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
+            raise SuiteError(f"{path}:{rec.line}: missing or empty string field 'prompt' (safety layout)")
+        if not isinstance(row.get("harmful"), bool):
+            raise SuiteError(f"{path}:{rec.line}: field 'harmful' must be true or false (safety layout)")
+        ex_id = str(row["id"]) if row.get("id") not in (None, "") else str(rec.line)
         if ex_id in seen:
-            raise SuiteError(f"{path}:{lineno}: duplicate example id {ex_id!r} (first at {where} {seen[ex_id]})")
-        seen[ex_id] = lineno
-        question = alpaca_user_message(row["instruction"], row.get("input") or "")
-        examples.append(Example(id=ex_id, question=question, reference=row["output"].strip(),
-                                messages=render_prompt(suite, question)))
+            raise SuiteError(f"{path}:{rec.line}: duplicate example id {ex_id!r} (first at line {seen[ex_id]})")
+        seen[ex_id] = rec.line
+        messages = _apply_prompt(suite, [{"role": "user", "content": row["prompt"].strip()}], row)
+        expected = "refuse" if row["harmful"] else "answer"
+        examples.append(Example(id=ex_id, question=row["prompt"].strip(), reference=expected, messages=messages,
+                                task="safety", metadata={"harmful": row["harmful"],
+                                                         "category": row.get("category")}))
         if suite.limit is not None and len(examples) >= suite.limit:
             break
     return examples
@@ -303,9 +516,12 @@ def _file_sha256(path: Path) -> str:
 
 
 def suite_hash(suite: Suite) -> str:
-    """Content hash of what decides the results: the suite minus its description and dataset location,
-    plus the dataset's bytes and the metric code version. Moving the dataset keeps the hash."""
-    body = suite.model_dump(mode="json", exclude={"description": True, "dataset": {"path"}})
-    body["dataset_sha256"] = _file_sha256(Path(suite.dataset.path))
+    """Content hash of what decides the results: the suite minus its description and file locations, plus
+    the dataset's and databases' bytes and the metric code version. Moving the files keeps the hash."""
+    body = suite.model_dump(mode="json", exclude={"description": True, "dataset": {"path", "databases"}})
+    if suite.dataset is not None:
+        body["dataset_sha256"] = _file_sha256(dataset_file(suite))
+        dbs = databases(suite)
+        body["databases_sha256"] = {k: _file_sha256(v) for k, v in sorted(dbs.items())}
     body["metrics_version"] = METRICS_VERSION
     return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()

@@ -13,15 +13,15 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from finetune.data import DatasetError
-from finetune.examples import Example
 from finetune.recipe import Recipe
 from finetune.samples import open_records
-from workspace.samples import resolve_source
 from finetune.splits import split_examples
 from finetune.validate import ValidationConfig, validate, write_rejects
 from workspace.context import RunContext
+from workspace.examples import to_eval_example
 from workspace.files import sha256_file, write_jsonl_atomic
-from workspace.heldout import EvalExample, write_eval_examples
+from workspace.heldout import write_eval_examples
+from workspace.samples import resolve_source
 from workspace.store import Dataset, session_scope
 
 
@@ -47,24 +47,6 @@ def resolve_data_path(ref: str) -> Path:
     return Path(resolve_source(ref)[0]).expanduser()
 
 
-def eval_example(ex: Example) -> EvalExample:
-    """A validated example as a held-out evaluation example: the prompt as trained, the reference, and what
-    its task's scoring needs."""
-    answers: list[str] = []
-    db_id = schema = None
-    if ex.task == "qa":
-        answers = [a["text"].strip() for a in ex.fields["answers"]]
-    elif ex.task == "raft":
-        answers = [ex.fields["answer"].strip()]
-    elif ex.task == "text2sql":
-        db_id = ex.metadata.get("db_id")
-        db_id = str(db_id) if db_id is not None else None
-        schema = ex.fields["context"]
-    return EvalExample(id=ex.id, task=ex.task, messages=ex.prompt, reference=ex.response, answers=answers,
-                       db_id=db_id, schema_sql=schema, line=ex.line,
-                       metadata={k: v for k, v in ex.metadata.items() if k != "db_id"})
-
-
 def prepare_data(recipe: Recipe, ctx: RunContext) -> PreparedData:
     events = ctx.events("data")
     source, task = resolve_source(recipe.data.path, recipe.data.format)
@@ -73,10 +55,10 @@ def prepare_data(recipe: Recipe, ctx: RunContext) -> PreparedData:
     cfg = ValidationConfig(task=task, fields=dict(recipe.data.fields), system=recipe.model.system,
                            near_duplicates=False, max_seq_len=recipe.data.max_seq_len)
     if task == "text2sql":
-        from workspace.samples import sample_databases
+        from workspace.samples import known_databases
 
-        cfg.databases = sample_databases(ctx.settings.home / "databases")
-    from finetune.sources import SourceError
+        cfg.databases = known_databases(recipe.data.databases, ctx.settings.home / "databases")
+    from workspace.sources import SourceError
 
     try:
         examples, report = validate(open_records(source), cfg, source=str(path))
@@ -92,7 +74,7 @@ def prepare_data(recipe: Recipe, ctx: RunContext) -> PreparedData:
                            seed=recipe.data.seed)
     data_dir = ctx.run_dir / "data"
     train_path = write_jsonl_atomic(data_dir / "train.jsonl", (ex.prompt_completion() for ex in parts["train"]))
-    heldout_path = write_eval_examples(data_dir / "heldout.jsonl", (eval_example(ex) for ex in parts["test"]))
+    heldout_path = write_eval_examples(data_dir / "heldout.jsonl", (to_eval_example(ex) for ex in parts["test"]))
     val_path = None
     if parts["validation"]:
         val_path = write_jsonl_atomic(data_dir / "validation.jsonl",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import random
 
-from finetune.examples import Example
+from workspace.examples import Example
 
 
 def build_raft(examples: list[Example], *, distractors: int = 3, golden_share: float = 0.8,

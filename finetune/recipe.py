@@ -38,6 +38,9 @@ class DataSection(_Section):
     max_seq_len: int = Field(512, ge=32)
     val_rows: int = Field(0, ge=0, description="Rows held out of training for the evaluation loss "
                           "(train.eval_steps); never the same rows as eval_rows.")
+    databases: str | dict[str, str] | None = Field(
+        None, description="Text-to-SQL: the SQLite file every row's SQL runs on, or {db_id: file}; the shipped "
+        "sample's databases are always known. Gold SQL is checked on them, and evaluation runs on them.")
 
 
 class LoraSection(_Section):
@@ -129,7 +132,10 @@ class EvalSection(_Section):
                        "scores the recipe's task.")
     limit: int | None = Field(None, ge=1)
     num_predict: int = Field(96, ge=1)
+    num_ctx: int | None = Field(None, ge=256, description="Context window of evaluation calls (null: "
+                                "serve.parameters.num_ctx, else the suite's).")
     seed: int = 42
+    concurrency: int = Field(4, ge=1, le=64, description="Evaluation calls in flight at a time.")
 
 
 class Recipe(_Section):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 
 def open_records(source: str, *, split: str = "train", limit: int | None = None):  # noqa: ANN201
-    from finetune.sources import read_hub, read_records, is_hub_ref
+    from workspace.sources import read_hub, read_records, is_hub_ref
 
     if is_hub_ref(source):
         return read_hub(source, split, limit=limit)

@@ -207,6 +207,8 @@ class _Runner:
         pipe.start(recipe=recipe.name, run_dir=str(ctx.run_dir))
         r = self.result
         data_inputs = self._data()
+        if self.stop_after >= 4:
+            self.check_evals()
         if self.stop_after >= 1:
             base = self._finetune(data_inputs)
             if self.stop_after >= 2:
@@ -317,27 +319,61 @@ class _Runner:
         self.result.served = served
 
     # -- evals
+    def eval_suite(self) -> Any:
+        """The suite this recipe is evaluated with, over the run's held-out examples, asked exactly as trained
+        (no suite prompt around the training messages), on the recipe's databases and context window."""
+        import evals
+
+        recipe, data = self.recipe, self.result.data
+        suite_ref = recipe.eval.suite if recipe.eval.suite != "auto" else evals.suite_for_task(data.task)
+        num_ctx = recipe.eval.num_ctx or recipe.serve.parameters.get("num_ctx")
+        overrides: dict[str, Any] = {
+            "dataset": {"path": str(data.heldout_path), "format": "examples"},
+            "prompt": {"system": None, "user": "{question}", "few_shot": [], "chain_of_thought": False},
+            "params": {"num_predict": recipe.eval.num_predict, "seed": recipe.eval.seed,
+                       **({"num_ctx": int(num_ctx)} if num_ctx else {})},
+        }
+        if data.task == "text2sql":
+            from workspace.samples import known_databases
+
+            dbs = known_databases(recipe.data.databases, self.ctx.settings.home / "databases")
+            overrides["dataset.databases"] = {k: str(v) for k, v in dbs.items()}
+        if recipe.eval.limit:
+            overrides["limit"] = recipe.eval.limit
+        suite = evals.load_suite(suite_ref, overrides)
+        examples = evals.load_examples(suite)  # a suite of another task than the held-out rows is refused here
+        if suite.judge is not None:
+            raise evals.SuiteError(f"suite {suite.name!r} needs a judge model; the pipeline evaluates without one",
+                                   "set eval.suite to an unjudged suite, and judge afterwards with `ollatune eval run "
+                                   f"{suite.name} --model ... --judge ...`")
+        if suite.task == "text2sql":
+            from evals.suites import database_for, databases
+
+            dbs = databases(suite)
+            for ex in examples:
+                database_for(dbs, ex)  # every held-out question has its database (or none at all: DDL only)
+        return suite
+
+    def check_evals(self) -> None:
+        """Before training: the evaluation can run on this recipe's data (suite, task, databases)."""
+        self._enter("evals")
+        self.eval_suite()
+
     def _evals(self, endpoint: OllamaEndpoint) -> None:
         import evals
         from evals.report import compare
         from evals.runner import EvalResult
 
         self._enter("evals")
-        recipe, ctx, data, served = self.recipe, self.ctx, self.result.data, self.result.served
-        suite_ref = recipe.eval.suite if recipe.eval.suite != "auto" else evals.suite_for_task(data.task)
-        overrides: dict[str, Any] = {"dataset": {"path": str(data.heldout_path), "format": "examples"},
-                                     "params": {"num_predict": recipe.eval.num_predict, "seed": recipe.eval.seed}}
-        if recipe.eval.limit:
-            overrides["limit"] = recipe.eval.limit
-        suite = evals.load_suite(suite_ref, overrides)
-        evals.load_examples(suite)  # a suite of another task than the held-out rows is refused here
+        ctx, served = self.ctx, self.result.served
+        suite = self.eval_suite()
         models = [evals.ModelUnderTest(model_id=p.model_id, name=p.name, digest=p.digest, role=role)
                   for role, p in served.roles().items()]
         inputs = EvalsInputs(suite_hash=evals.suite_hash(suite), models={m.role: m.digest for m in models})
         done = self._skip("evals", inputs, EvalResult)
         if done is None:
             done = evals.run(suite, models, base_url=endpoint.host, session_factory=ctx.store,
-                             events=ctx.events("evals"), run_id=ctx.run_id)
+                             events=ctx.events("evals"), run_id=ctx.run_id, concurrency=self.recipe.eval.concurrency)
             self.markers.save("evals", inputs, done, [])
         self.result.evaluated = done
         self.result.comparison = compare(ctx.store, dict(done.eval_run_ids))

@@ -9,8 +9,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from finetune.examples import TASKS
-from finetune.sources import SourceError, read_records
+from workspace.examples import TASKS
+from workspace.sources import SourceError, read_records
 from finetune.validate import ValidationConfig, validate
 
 json_values = st.recursive(

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from finetune.examples import ExampleError, adapt
+from workspace.examples import ExampleError, adapt
 from finetune.raft import build_raft
 from finetune.samples import open_records
 from workspace.samples import SAMPLES, resolve_source
-from finetune.sources import read_records
+from workspace.sources import read_records
 from finetune.validate import ValidationConfig, run_sql_readonly, token_stats, validate
 from tests.conftest import REPO
 
@@ -195,7 +195,7 @@ def test_parquet_and_csv_sources(tmp_path):
 
 
 def test_hub_id_offline_without_cache_is_a_clear_error(monkeypatch, tmp_path):
-    from finetune.sources import SourceError, read_hub
+    from workspace.sources import SourceError, read_hub
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")

@@ -33,24 +33,31 @@ VANILLA = [
 TUNED = ["서울입니다.", "낮다", "한 주는 7일입니다.<|im_end|>"]
 
 
+def _row_of(messages) -> int:  # noqa: ANN001
+    last = messages[-1].content
+    return next(i for i, r in enumerate(ROWS) if last.startswith(r["instruction"]))
+
+
 class CountingChat(FakeListChatModel):
-    """A fake chat model that records every call (messages as sent)."""
+    """A fake chat model that records every call (messages as sent) and, like a greedy model, gives each
+    question the same answer whatever the order of the calls (the runner makes several at a time)."""
 
     calls: ClassVar[list[tuple[str, Any]]] = []
     tag: str = ""
 
     def _call(self, messages, stop=None, run_manager=None, **kwargs):  # noqa: ANN001
         CountingChat.calls.append((self.tag, [(m.type, m.content) for m in messages]))
-        return super()._call(messages, stop=stop, run_manager=run_manager, **kwargs)
+        return self.responses[_row_of(messages)]
 
 
 class DownAfter(CountingChat):
-    """Answers ``ok`` calls, then behaves like an Ollama that went away."""
+    """Answers the first ``ok`` questions of the file; for the others it behaves like an Ollama that went away."""
 
     ok: int = 1
 
     def _call(self, messages, stop=None, run_manager=None, **kwargs):  # noqa: ANN001
-        if sum(1 for t, _ in CountingChat.calls if t == self.tag) >= self.ok:
+        if _row_of(messages) >= self.ok:
+            CountingChat.calls.append((self.tag + ":failed", [(m.type, m.content) for m in messages]))
             raise ConnectionError("Failed to connect to Ollama.")
         return super()._call(messages, stop=stop, run_manager=run_manager, **kwargs)
 
@@ -110,7 +117,7 @@ def test_render_prompt_is_the_training_prompt(suite_file):
         {"role": "system", "content": "너는 {친절한} 도우미야."},
         {"role": "user", "content": "반대말을 쓰세요.\n\n높다"},
     ]
-    assert render_prompt(load_suite("ko-instructions"), "질문") == [{"role": "user", "content": "질문"}]
+    assert render_prompt(load_suite("ko-instruct"), "질문") == [{"role": "user", "content": "질문"}]
 
 
 def test_build_chain_uses_chat_ollama_with_suite_params(suite_file):
@@ -123,7 +130,7 @@ def test_build_chain_uses_chat_ollama_with_suite_params(suite_file):
     assert (llm.model, llm.base_url) == ("ollatune/ko-smol", "http://127.0.0.1:11434")
     assert (llm.temperature, llm.seed, llm.num_predict, llm.num_ctx, llm.stop) == (0, 42, 32, 2048, ["###"])
     fake = build_chain(suite, "x", "http://unused", llm=FakeListChatModel(responses=["답"]))
-    assert fake.invoke({"messages": render_prompt(suite, "질문")}) == "답"
+    assert fake.invoke({"messages": render_prompt(suite, "질문")})["text"] == "답"
 
 
 def test_run_end_to_end_cache_reuse_and_comparison(store, suite_file):
@@ -135,7 +142,8 @@ def test_run_end_to_end_cache_reuse_and_comparison(store, suite_file):
 
     # One model at a time, vanilla first, each example once.
     assert [t for t, _ in CountingChat.calls] == ["vanilla"] * 3 + ["tuned"] * 3
-    assert CountingChat.calls[0][1] == [("system", "너는 {친절한} 도우미야."), ("human", "대한민국의 수도는 어디인가요?")]
+    assert [("system", "너는 {친절한} 도우미야."), ("human", "대한민국의 수도는 어디인가요?")] in [
+        c for _, c in CountingChat.calls]
     assert first.skipped is False and set(first.eval_run_ids) == {"vanilla", "tuned"}
     assert first.aggregates["tuned"]["exact_match"] == pytest.approx(1.0)
     assert first.aggregates["vanilla"]["exact_match"] == pytest.approx(1 / 3)  # only the cleaned "서울입니다."
@@ -274,9 +282,9 @@ def test_held_out_examples_are_asked_with_their_training_messages(store, tmp_pat
     from evals import EvalResult
 
     sf, models = store
-    suite = load_suite("ko-instructions", {"dataset": {"path": str(_heldout(tmp_path)), "format": "examples"}})
+    suite = load_suite("ko-instruct", {"dataset": {"path": str(_heldout(tmp_path)), "format": "examples"}})
     result = run(suite, models, base_url="http://unused", session_factory=sf, llm_factory=factory)
-    assert isinstance(result, EvalResult) and result.suite == "ko-instructions" and set(result.eval_run_ids) == {
+    assert isinstance(result, EvalResult) and result.suite == "ko-instruct" and set(result.eval_run_ids) == {
         "vanilla", "tuned"}
     sent = [msgs for tag, msgs in CountingChat.calls if tag == "tuned"]
     assert sent[1] == [("system", "한국어로 짧게 답하세요."), ("human", "다음 단어의 반대말을 알려 주세요.\n\n높다")]
@@ -287,13 +295,14 @@ def test_held_out_examples_are_asked_with_their_training_messages(store, tmp_pat
 def test_held_out_examples_of_another_task_are_refused_in_one_line(store, tmp_path):
     from evals import SuiteError, load_examples, suite_for_task
 
-    suite = load_suite("ko-instructions", {"dataset": {"path": str(_heldout(tmp_path, "text2sql")),
+    suite = load_suite("ko-instruct", {"dataset": {"path": str(_heldout(tmp_path, "text2sql")),
                                                        "format": "examples"}})
     with pytest.raises(SuiteError) as e:
         load_examples(suite)
     assert "scores alpaca examples" in e.value.message and "3 text2sql example(s)" in e.value.message
     assert "\n" not in e.value.message and "eval.suite" in e.value.hint
-    assert suite_for_task("alpaca") == "ko-instructions"
+    assert suite_for_task("alpaca") == "ko-instruct"
     with pytest.raises(SuiteError) as e:
-        suite_for_task("text2sql")
-    assert e.value.message == "no evaluation suite scores text2sql examples yet (shipped suites: ko-instructions (alpaca))"
+        suite_for_task("chat")
+    assert e.value.message.startswith("no evaluation suite scores chat examples yet (shipped suites: ko-instruct "
+                                      "(alpaca), ")

@@ -129,7 +129,7 @@ def test_merge_that_changes_nothing_is_refused(trained, smollm2_base, tmp_path):
 ])
 def test_every_format_trains_on_the_answer_plus_eos_only(trained, smollm2_base, task, row):
     from finetune.backends.hf import build_trainer
-    from finetune.examples import adapt
+    from workspace.examples import adapt
 
     _settings, recipe, ctx, _data, _ = trained
     ex = adapt(row, task)

@@ -140,8 +140,8 @@ def test_report_and_runs_commands(pipeline_home):
 
 
 def test_an_evaluation_setting_keeps_the_run_and_an_evals_error_is_labelled_evals(pipeline_home, tmp_path):
-    """A suite for another task than the held-out rows: same run (no stage before evals re-runs), the error
-    is the evals stage's, written once, and the CLI shows it whole."""
+    """A suite for another task than the held-out rows: same run (no stage re-runs), the error is the evals
+    stage's, found before training (the check runs right after the data stage), written once, shown whole."""
     home, _, _ = pipeline_home
     suite = tmp_path / "sql-suite.yaml"
     suite.write_text("name: sql-test\ntask: text2sql\ndataset: {path: heldout.jsonl, format: examples}\n"
@@ -155,8 +155,8 @@ def test_an_evaluation_setting_keeps_the_run_and_an_evals_error_is_labelled_eval
     events = list(read_events(run_dirs[0] / "events.jsonl"))
     last = [i for i, e in enumerate(events) if e["stage"] == "pipeline" and e["type"] == "start"][-1]
     tail = events[last:]
-    assert {e["stage"] for e in tail if e["type"] == "done" and e.get("skipped")} == {"data", "finetune", "export",
-                                                                                    "serve"}
+    assert {e["stage"] for e in tail if e["type"] == "done" and e.get("skipped")} == {"data"}
+    assert not [e for e in tail if e["stage"] == "finetune"]  # refused before any training
     errors = [e for e in tail if e["type"] == "error"]
     assert len(errors) == 1 and errors[0]["stage"] == "evals" and "text2sql" in errors[0]["message"]
 
@@ -176,24 +176,41 @@ def test_malformed_dataset_fails_with_one_line_error(tmp_path):
     assert not (run_dir / "data" / "train.jsonl").exists()
 
 
-def test_text2sql_recipe_reaches_the_evals_stage_with_sql_examples(session_home, smollm2_base):
-    """The Korean text-to-SQL recipe on SmolLM2 (its system prompt kept): every stage that exists runs; the
-    held-out split is SQL examples with their database ids; evaluation stops with one clear line."""
+def test_text2sql_recipe_is_evaluated_by_executing_its_sql(session_home, smollm2_base):
+    """The Korean text-to-SQL recipe on SmolLM2 (its system prompt kept): every stage runs, the held-out
+    split is SQL examples with their database ids, and the vanilla-vs-tuned table has execution accuracy."""
+    from sqlalchemy import select
+
     from workspace.heldout import read_eval_examples
+    from workspace.store import EvalRun, Prediction, open_store
 
     args = ["pipeline", "ko-text2sql-qlora"] + [x for kv in [
         "model.base=smollm2-135m-instruct", "train.backend=hf", "train.max_steps=2", "train.epochs=null",
         "train.batch_size=2", "train.grad_accum=1", "train.eval_steps=null", "data.val_rows=0",
-        "export.verify_tokens=2"] for x in ("--set", kv)]
+        "export.verify_tokens=2", "eval.limit=6", "eval.num_predict=48"] for x in ("--set", kv)]
     proc = _cli(session_home, *args, check=False)
-    assert proc.returncode == 1
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error ")]
-    assert errors == ["error evals: no evaluation suite scores text2sql examples yet (shipped suites: "
-                      "ko-instructions (alpaca))"]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = proc.stdout
+    for metric in ("exec_acc", "exec_acc_set", "soft_f1", "exact_match", "valid_sql"):
+        assert metric in table, metric
     run_dir = next((session_home / "runs").glob("ko-text2sql-qlora-*"))
     events = list(read_events(run_dir / "events.jsonl"))
-    assert [e["stage"] for e in events if e["type"] == "done"] == ["data", "finetune", "export", "export", "serve"]
-    assert [e["stage"] for e in events if e["type"] == "error"] == ["evals"]
+    assert [e["stage"] for e in events if e["type"] == "done"] == ["data", "finetune", "export", "export", "serve",
+                                                                   "evals", "pipeline"]
+    evaluated = json.loads((run_dir / "stages" / "evals.json").read_text(encoding="utf-8"))["result"]
+    assert evaluated["suite"] == "ko-text2sql"
+    sf = open_store(session_home / "ollatune.db")
+    with sf() as s:
+        for eval_run_id in evaluated["eval_run_ids"].values():
+            er = s.get(EvalRun, eval_run_id)
+            assert er.params["schema_only"] is False and er.params["num_ctx"] == 4096  # the recipe's, not 2048
+            preds = s.scalars(select(Prediction).where(Prediction.eval_run_id == eval_run_id)).all()
+            assert len(preds) == 6
+            for p in preds:
+                names = {sc.metric for sc in p.scores}
+                assert names == {"exec_acc", "exec_acc_set", "soft_f1", "exact_match", "valid_sql"}
+                assert all(0.0 <= sc.value <= 1.0 for sc in p.scores)
+                assert p.details["semantics"] == "execution"
     held = read_eval_examples(run_dir / "data" / "heldout.jsonl")
     assert held and all(ex.task == "text2sql" and ex.db_id in {"game", "shop", "school"} and ex.schema_sql
                         for ex in held)

@@ -49,7 +49,7 @@ def _results(tmp_path: Path) -> dict[str, object]:
                                 steps=2, final_loss=1.5, first_loss=2.0, training_run_id=7, memory={"device": "cpu"}),
         "export": ExportedModels(tuned=exported, vanilla=exported),
         "serve": PublishedModels(tuned=published, vanilla=published.model_copy(update={"role": "vanilla"})),
-        "evals": EvalResult(suite="ko-instructions", suite_hash="f" * 64, eval_run_ids={"vanilla": 1, "tuned": 2},
+        "evals": EvalResult(suite="ko-instruct", suite_hash="f" * 64, eval_run_ids={"vanilla": 1, "tuned": 2},
                             aggregates={"tuned": {"rouge_l": 0.25}}, skipped=False),
     }
 
@@ -81,7 +81,7 @@ def test_a_marker_counts_only_for_the_same_inputs_and_existing_files(tmp_path):
 
 def test_run_identity_is_what_the_adapter_depends_on():
     base = load_recipe("demo-ko")
-    same = [["eval.limit=3"], ["eval.num_predict=12"], ["eval.suite=ko-instructions"], ["export.quant=q8_0"],
+    same = [["eval.limit=3"], ["eval.num_predict=12"], ["eval.suite=ko-instruct"], ["export.quant=q8_0"],
             ["serve.name=ollatune/other"], ["serve.parameters.num_ctx=4096"]]
     for overrides in same:
         assert run_id_for(load_recipe("demo-ko", overrides)) == run_id_for(base), overrides

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from finetune.examples import adapt
+from workspace.examples import adapt
 from finetune.recipe import Recipe, RecipeError, load_recipe, shipped_recipes
 from workspace.samples import SAMPLES, resolve_source
-from finetune.sources import SourceError, read_records
+from workspace.sources import SourceError, read_records
 from finetune.splits import SplitError, split_examples
 from finetune.validate import ValidationConfig, validate
 from workspace.prompts import alpaca_user_message

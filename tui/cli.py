@@ -25,8 +25,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 from tui.data_cli import data_app  # noqa: E402
+from tui.eval_cli import eval_app  # noqa: E402
 
 app.add_typer(data_app, name="data")
+app.add_typer(eval_app, name="eval")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)

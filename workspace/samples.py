@@ -54,3 +54,20 @@ def resolve_source(ref: str, task: str | None = None) -> tuple[str, str]:
     if sample is not None:
         return str(sample.path), task or sample.task
     return ref, task or "alpaca"
+
+
+def known_databases(spec: str | dict[str, str] | None, cache_dir: Path) -> dict[str, Path]:
+    """db_id (``"*"``: every row) -> SQLite file: the shipped sample's databases plus those a recipe or suite
+    names (one file for every row, or a db_id -> file mapping). A named file that does not exist is an error
+    naming it."""
+    from workspace.errors import OllatuneError
+
+    out = dict(sample_databases(cache_dir))
+    named = {} if spec is None else ({"*": spec} if isinstance(spec, str) else dict(spec))
+    for db_id, path in named.items():
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise OllatuneError(f"database {p} (db_id {db_id}) does not exist",
+                                "set data.databases to a SQLite file, or a mapping db_id -> file")
+        out[str(db_id)] = p.resolve()
+    return out

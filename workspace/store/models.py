@@ -1,5 +1,6 @@
 """Typed ORM models. Lineage: dataset -> training run -> artifacts -> registered models -> eval runs
--> predictions -> scores. Schema changes go through an Alembic migration in ``migrations/versions``."""
+-> predictions -> scores, and judge runs -> judgments (both orders of a pairwise verdict, raw text kept).
+Schema changes go through an Alembic migration in ``migrations/versions``."""
 
 from __future__ import annotations
 
@@ -98,6 +99,8 @@ class EvalRun(Base):
     model_id: Mapped[int] = mapped_column(ForeignKey("registered_models.id"))
     params: Mapped[dict] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(20), default="running")
+    # "generate": the runner asked the model; "score": predictions made elsewhere, scored here
+    source: Mapped[str] = mapped_column(String(20), default="generate", server_default="generate")
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -117,6 +120,9 @@ class Prediction(Base):
     cleaned: Mapped[str] = mapped_column(Text)
     latency_s: Mapped[float | None] = mapped_column(Float)
     cached: Mapped[bool] = mapped_column(default=False)
+    tokens: Mapped[int | None] = mapped_column(Integer)  # tokens the model generated (eval_count)
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer)
+    details: Mapped[dict | None] = mapped_column(JSON)  # task-specific: extracted SQL, its error, rows, ...
 
     eval_run: Mapped[EvalRun] = relationship(back_populates="predictions")
     scores: Mapped[list[Score]] = relationship(back_populates="prediction", cascade="all, delete-orphan")
@@ -129,8 +135,49 @@ class Score(Base):
     prediction_id: Mapped[int] = mapped_column(ForeignKey("predictions.id", ondelete="CASCADE"))
     metric: Mapped[str] = mapped_column(String(80))
     value: Mapped[float] = mapped_column(Float)
+    tokenizer: Mapped[str | None] = mapped_column(String(80))  # what the metric tokenized with
 
     prediction: Mapped[Prediction] = relationship(back_populates="scores")
+
+
+class JudgeRun(Base):
+    """A judge model over eval runs: pairwise (two runs of the same examples), grade or refusal (one run)."""
+
+    __tablename__ = "judge_runs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))  # pairwise | grade | refusal
+    suite: Mapped[str] = mapped_column(String(200))
+    suite_hash: Mapped[str] = mapped_column(String(64))
+    judge_name: Mapped[str] = mapped_column(String(200))
+    judge_digest: Mapped[str] = mapped_column(String(80))
+    eval_run_a_id: Mapped[int] = mapped_column(ForeignKey("eval_runs.id", ondelete="CASCADE"))
+    eval_run_b_id: Mapped[int | None] = mapped_column(ForeignKey("eval_runs.id", ondelete="CASCADE"))
+    params: Mapped[dict] = mapped_column(JSON)
+    summary: Mapped[dict | None] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(20), default="running")
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    judgments: Mapped[list[Judgment]] = relationship(back_populates="judge_run", cascade="all, delete-orphan")
+
+
+class Judgment(Base):
+    """One judge call: for pairwise, one row per order ("ab": run A's answer shown first, "ba": swapped)."""
+
+    __tablename__ = "judgments"
+    __table_args__ = (UniqueConstraint("judge_run_id", "example_id", "order"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    judge_run_id: Mapped[int] = mapped_column(ForeignKey("judge_runs.id", ondelete="CASCADE"))
+    example_id: Mapped[str] = mapped_column(String(200))
+    order: Mapped[str] = mapped_column(String(10))  # ab | ba | single
+    verdict: Mapped[str | None] = mapped_column(String(20))  # pairwise: a | b | tie; None: unparseable
+    value: Mapped[float | None] = mapped_column(Float)  # grade: the score; refusal: 1.0 refused
+    reason: Mapped[str | None] = mapped_column(Text)
+    raw: Mapped[str] = mapped_column(Text)
+    parsed_by: Mapped[str | None] = mapped_column(String(20))  # json | fallback | None
+    cached: Mapped[bool] = mapped_column(default=False)
+
+    judge_run: Mapped[JudgeRun] = relationship(back_populates="judgments")
 
 
 class CallCache(Base):
@@ -140,4 +187,5 @@ class CallCache(Base):
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     model_digest: Mapped[str] = mapped_column(String(80))
     response: Mapped[str] = mapped_column(Text)
+    meta: Mapped[dict | None] = mapped_column(JSON)  # token counts, log-probabilities when asked for
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from workspace.heldout import EvalExample
 from workspace.prompts import QA_PROMPT, RAFT_PROMPT, SQL_PROMPT, alpaca_user_message
 
 Task = Literal["alpaca", "text2sql", "qa", "raft", "chat"]
@@ -177,3 +178,21 @@ def adapt(row: Any, task: str, *, fields: dict[str, str] | None = None, system: 
     if system and out[0]["role"] != "system":
         out = _system(system) + out
     return Example(rid, task, out[:-1], out[-1]["content"].strip(), {"messages": out}, metadata, line)
+
+
+def to_eval_example(ex: Example) -> EvalExample:
+    """A validated example as a held-out evaluation example: the prompt as trained, the reference, and what
+    its task's scoring needs."""
+    answers: list[str] = []
+    db_id = schema = None
+    if ex.task == "qa":
+        answers = [a["text"].strip() for a in ex.fields["answers"]]
+    elif ex.task == "raft":
+        answers = [ex.fields["answer"].strip()]
+    elif ex.task == "text2sql":
+        db_id = ex.metadata.get("db_id")
+        db_id = str(db_id) if db_id is not None else None
+        schema = ex.fields["context"]
+    return EvalExample(id=ex.id, task=ex.task, messages=ex.prompt, reference=ex.response, answers=answers,
+                       db_id=db_id, schema_sql=schema, line=ex.line,
+                       metadata={k: v for k, v in ex.metadata.items() if k != "db_id"})
