@@ -306,3 +306,85 @@ def test_held_out_examples_of_another_task_are_refused_in_one_line(store, tmp_pa
         suite_for_task("chat")
     assert e.value.message.startswith("no evaluation suite scores chat examples yet (shipped suites: ko-instruct "
                                       "(alpaca), ")
+
+
+def _stored(sf, eval_run_id):  # noqa: ANN001, ANN202
+    with session_scope(sf) as s:
+        preds = s.scalars(select(Prediction).where(Prediction.eval_run_id == eval_run_id).order_by(Prediction.id)).all()
+        return [(p.example_id, p.raw, p.cleaned, sorted((sc.metric, sc.value, sc.tokenizer) for sc in p.scores))
+                for p in preds]
+
+
+def test_concurrent_calls_store_what_sequential_calls_store(tmp_path, suite_file):
+    results = []
+    for concurrency in (1, 4):
+        engine = make_engine(tmp_path / f"c{concurrency}.db")
+        Base.metadata.create_all(engine)
+        sf = sessionmaker(engine, expire_on_commit=False)
+        with session_scope(sf) as s:
+            v = RegisteredModel(name="m", host="local", digest="sha256:" + "c" * 64, role="vanilla",
+                                template_family="chatml")
+            s.add(v)
+            s.flush()
+            m = ModelUnderTest(v.id, v.name, v.digest, "vanilla")
+        res = run(load_suite(suite_file), [m], base_url="x", session_factory=sf, llm_factory=factory,
+                  concurrency=concurrency)
+        results.append((_stored(sf, res.eval_run_ids["vanilla"]), res.aggregates))
+        engine.dispose()
+    assert results[0] == results[1]
+    assert [row[0] for row in results[0][0]] == ["capital", "antonym", "week"]  # example order either way
+    assert all(tok for row in results[0][0] for _, _, tok in row[3] if tok is not None)
+
+
+def _predictions(tmp_path, lines):  # noqa: ANN001, ANN202
+    p = tmp_path / "preds.jsonl"
+    p.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return p
+
+
+def test_predictions_file_is_scored_without_a_model(store, suite_file, tmp_path):
+    from evals.runner import score_predictions
+
+    sf, _ = store
+    good = _predictions(tmp_path, [json.dumps({"id": r["id"], "prediction": r["output"]}, ensure_ascii=False)
+                                   for r in ROWS])
+    res = score_predictions(load_suite(suite_file), good, label="elsewhere", session_factory=sf)
+    assert res.aggregates["elsewhere"]["exact_match"] == 1.0
+    assert res.aggregates["elsewhere"]["rouge_l"] == pytest.approx(1.0)
+    with session_scope(sf) as s:
+        er = s.get(EvalRun, res.eval_run_ids["elsewhere"])
+        assert (er.status, er.source) == ("done", "score")
+        assert er.model.name == "elsewhere" and er.model.digest.startswith("sha256:")
+    assert CountingChat.calls == []
+
+
+@pytest.mark.parametrize("lines, message", [
+    (['{"id": "capital", "prediction": "서울"}', '{"id": "antonym", "prediction": ', '{"id": "week", "text": "7"}'],
+     r"preds\.jsonl:2: invalid JSON"),
+    (['{"id": "capital", "prediction": "a"}', '{"id": "capital", "prediction": "b"}'],
+     r"preds\.jsonl:2: duplicate id 'capital' \(first at line 1\)"),
+    (['{"id": "capital", "prediction": "a"}', '{"id": "nope", "prediction": "b"}'],
+     r"preds\.jsonl:2: id 'nope' is not an example"),
+    (['{"id": "capital", "prediction": "a"}', '{"prediction": "b"}'], r"preds\.jsonl:2: missing field 'id'"),
+    (['{"id": "capital", "prediction": 5}'], r"preds\.jsonl:1: missing text field"),
+    (['{"id": "capital", "prediction": "a"}'], r"no prediction for 2 of 3 examples: antonym, week"),
+])
+def test_bad_predictions_files_name_the_line_and_store_nothing(store, suite_file, tmp_path, lines, message):
+    from evals.runner import PredictionsError, score_predictions
+
+    sf, _ = store
+    with pytest.raises(PredictionsError, match=message):
+        score_predictions(load_suite(suite_file), _predictions(tmp_path, lines), label="bad", session_factory=sf)
+    with session_scope(sf) as s:
+        assert s.scalar(select(func.count(EvalRun.id))) == 0
+        assert s.scalar(select(func.count(Prediction.id))) == 0
+        assert s.scalar(select(func.count(RegisteredModel.id))) == 2  # the fixture's two, no third
+
+
+def test_a_judged_suite_needs_its_judge(store):
+    from evals import SuiteError
+
+    sf, models = store
+    with pytest.raises(SuiteError, match="judged") as e:
+        run(load_suite("ko-safety"), models, base_url="x", session_factory=sf, llm_factory=factory)
+    assert "--judge" in e.value.hint

@@ -92,3 +92,21 @@ def test_prompt_completion_rows_use_the_shared_user_message():
                             {"role": "user", "content": alpaca_user_message("요약해 주세요.", "긴 글")}]
     assert pc["completion"] == [{"role": "assistant", "content": "짧은 글입니다."}]
     assert adapt(row, "alpaca").prompt[0]["content"] == "요약해 주세요.\n\n긴 글"
+
+
+def test_qa_held_out_split_keeps_each_paragraph_on_one_side():
+    from workspace.examples import adapt
+    from workspace.samples import SAMPLES
+    from workspace.sources import read_records
+
+    rows = [r for r in read_records(SAMPLES["ko-qa"].path)]
+    examples = [adapt(r.data, "qa", line=r.line) for r in rows]
+    contexts = {ex.fields["context"] for ex in examples}
+    assert len(contexts) < len(examples)  # several questions per paragraph: the case that leaked before
+    for seed in range(5):
+        parts = split_examples(examples, validation=6, test=12, seed=seed)
+        train_ctx = {ex.fields["context"] for ex in parts["train"]}
+        for part in ("test", "validation"):
+            assert not train_ctx & {ex.fields["context"] for ex in parts[part]}, (seed, part)
+        assert len(parts["test"]) >= 12 and len(parts["validation"]) >= 6
+        assert sum(len(v) for v in parts.values()) == len(examples)

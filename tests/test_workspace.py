@@ -98,3 +98,32 @@ def test_settings_follow_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("OLLATUNE_HOME", str(tmp_path / "h"))
     s = Settings().ensure()
     assert s.home == tmp_path / "h" and s.runs_dir.is_dir() and s.db_path.name == "ollatune.db"
+
+
+def test_a_store_of_the_first_schema_upgrades_in_place(tmp_path):
+    """A workspace made before judge runs existed keeps its eval runs and gains the new columns and tables."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import inspect, text
+
+    from workspace.store.engine import MIGRATIONS, make_engine, open_store
+
+    db = tmp_path / "old.db"
+    engine = make_engine(db)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+        conn.execute(text("INSERT INTO registered_models (name, host, digest, role, template_family, created_at) "
+                          "VALUES ('m', 'h', 'sha256:1', 'vanilla', 'chatml', '2026-11-21')"))
+        conn.execute(text("INSERT INTO eval_runs (suite, suite_hash, model_id, params, status, started_at) "
+                          "VALUES ('ko-instructions', 'x', 1, '{}', 'done', '2026-11-21')"))
+    engine.dispose()
+    sf = open_store(db)
+    insp = inspect(sf.kw["bind"])
+    assert {"judge_runs", "judgments"} <= set(insp.get_table_names())
+    assert {"tokens", "prompt_tokens", "details"} <= {c["name"] for c in insp.get_columns("predictions")}
+    assert "tokenizer" in {c["name"] for c in insp.get_columns("scores")}
+    with sf() as s:
+        assert s.execute(text("SELECT suite, source FROM eval_runs")).all() == [("ko-instructions", "generate")]
