@@ -15,8 +15,9 @@ from workspace.lazy import lazy_exports
 if TYPE_CHECKING:
     from evals.cleaning import clean
     from evals.metrics import METRICS, score
-    from evals.report import Comparison, compare, to_markdown
-    from evals.runner import EvalConnectionError, EvalModelError, EvalResult, ModelUnderTest, run
+    from evals.report import Comparison, check_threshold, compare, compare_refs, to_html, to_json, to_markdown
+    from evals.judging import grade_run, judge_pairwise, judge_refusals
+    from evals.runner import EvalConnectionError, EvalModelError, EvalResult, ModelUnderTest, run, score_predictions
     from evals.suites import Example, Suite, SuiteError, load_examples, load_suite, suite_for_task, suite_hash
 
 _EXPORTS = {
@@ -35,6 +36,14 @@ _EXPORTS = {
     "compare": "evals.report",
     "Comparison": "evals.report",
     "to_markdown": "evals.report",
+    "to_html": "evals.report",
+    "to_json": "evals.report",
+    "compare_refs": "evals.report",
+    "check_threshold": "evals.report",
+    "score_predictions": "evals.runner",
+    "judge_pairwise": "evals.judging",
+    "grade_run": "evals.judging",
+    "judge_refusals": "evals.judging",
     "clean": "evals.cleaning",
     "score": "evals.metrics",
     "METRICS": "evals.metrics",

@@ -364,6 +364,18 @@ def run(
         aggs[m.role] = aggregate(session_factory, eval_run_id)
         events.log(f"{m.role}: {m.name}: {_fmt(aggs[m.role])}", role=m.role, eval_run_id=eval_run_id, aggregates=aggs[m.role])
 
+    if suite.judge is not None and suite.judge.kind == "refusal" and judge is not None:
+        from evals.judging import judge_refusals
+
+        for m in models:  # after every model answered: the judge is loaded once, nothing swaps back
+            summary = judge_refusals(session_factory, suite, ids[m.role], judge_name=judge.name,
+                                     judge_digest=judge.digest, base_url=base_url,
+                                     llm=llm_factory(judge) if llm_factory else None, events=events,
+                                     concurrency=concurrency)
+            aggs[m.role] = aggregate(session_factory, ids[m.role])
+            events.log(f"{m.role}: judged by {judge.name}: {summary['refused']} refused, {summary['answered']} "
+                       f"answered, {summary['unparseable']} unreadable; {_fmt(aggs[m.role])}", role=m.role)
+
     result = EvalResult(suite=suite.name, suite_hash=shash, eval_run_ids=ids, aggregates=aggs,
                         skipped=len(reused) == len(models), reused=reused)
     events.done(

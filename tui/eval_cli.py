@@ -213,3 +213,82 @@ def compare_cmd(
         (out if ok else err).print(escape(message))
         if not ok:
             raise typer.Exit(1)
+
+
+def _resolve(sf, ref: str, suite: str | None) -> int:  # noqa: ANN001
+    from evals.report import resolve_eval_run
+    from workspace.store import session_scope
+
+    with session_scope(sf) as s:
+        return resolve_eval_run(s, ref, suite)
+
+
+@eval_app.command("pairwise")
+def pairwise_cmd(
+    a: Annotated[str, typer.Argument(help="Baseline: an eval run id or a model name (its newest eval run).")],
+    b: Annotated[str, typer.Argument(help="Candidate: an eval run id or a model name.")],
+    judge: Annotated[str, typer.Option(help="The judge: any Ollama model (best: neither compared model).")],
+    suite: Annotated[Optional[str], typer.Option(help="The eval runs' suite, when a model has several.")] = None,
+    judge_suite: Annotated[str, typer.Option(help="The pairwise suite (judge settings).")] = "pairwise",
+    set_: SetOpt = None,
+    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Judge calls in flight at a time.")] = 4,
+    events: EventsOpt = "none",
+) -> None:
+    """Judge B's answers against A's on their shared examples, both orders (a flip is a tie), and print
+    wins / ties / losses, the win rate and the length-controlled win rate. `eval compare A B` then shows it."""
+    import evals
+    from evals.judging import judge_pairwise
+    from serve import ensure_ollama
+
+    sf = _store()
+    run_a, run_b = _resolve(sf, a, suite), _resolve(sf, b, suite)
+    js = evals.load_suite(judge_suite, _overrides(set_))
+    ev = _events(events)
+    endpoint = ensure_ollama(None, ev.sink.stage("serve"))
+    try:
+        j = _model_under_test(sf, endpoint, judge, "judge")
+        summary = judge_pairwise(sf, run_a, run_b, judge_name=j.name, judge_digest=j.digest, base_url=endpoint.host,
+                                 suite=js, events=ev, concurrency=concurrency)
+    finally:
+        endpoint.close()
+    if events != "jsonl":
+        if summary.get("warning"):
+            err.print(f"[yellow]warning:[/] {escape(summary['warning'])}")
+        rate = "-" if summary["win_rate"] is None else f"{summary['win_rate']:.1f}%"
+        lc = "-" if summary["lc_win_rate"] is None else f"{summary['lc_win_rate']:.1f}%"
+        out.print(f"{escape(summary['candidate'])} vs {escape(summary['baseline'])} (judge {escape(j.name)}): "
+                  f"{summary['wins']} wins, {summary['ties']} ties, {summary['losses']} losses, "
+                  f"{summary['unparseable']} unparseable; win rate {rate}, length-controlled {lc}")
+
+
+@eval_app.command("grade")
+def grade_cmd(
+    run: Annotated[str, typer.Argument(help="An eval run id or a model name (its newest eval run).")],
+    judge: Annotated[str, typer.Option(help="The judge: any Ollama model.")],
+    suite: Annotated[Optional[str], typer.Option(help="The eval run's suite, when the model has several.")] = None,
+    judge_suite: Annotated[str, typer.Option(help="The grade suite (rubric and judge settings).")] = "grade",
+    set_: SetOpt = None,
+    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Judge calls in flight at a time.")] = 4,
+    events: EventsOpt = "none",
+) -> None:
+    """Grade every answer of an eval run 1-5 against a rubric (G-Eval style; weighted by the judge's token
+    probabilities where the server returns them)."""
+    import evals
+    from evals.judging import grade_run
+    from serve import ensure_ollama
+
+    sf = _store()
+    eval_run_id = _resolve(sf, run, suite)
+    gs = evals.load_suite(judge_suite, _overrides(set_))
+    ev = _events(events)
+    endpoint = ensure_ollama(None, ev.sink.stage("serve"))
+    try:
+        j = _model_under_test(sf, endpoint, judge, "judge")
+        summary = grade_run(sf, eval_run_id, judge_name=j.name, judge_digest=j.digest, base_url=endpoint.host,
+                            suite=gs, events=ev, concurrency=concurrency)
+    finally:
+        endpoint.close()
+    if events != "jsonl":
+        mean = "-" if summary["mean_grade"] is None else f"{summary['mean_grade']:.2f}"
+        out.print(f"eval run #{eval_run_id}: mean grade {mean} over {summary['graded']} answers "
+                  f"({summary['unparseable']} unparseable), judge {escape(j.name)}")

@@ -3,34 +3,51 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from workspace.settings import Settings
 
 
 def print_comparison(console: Console, comparison, examples: int = 0) -> None:  # noqa: ANN001
-    table = Table(title="vanilla vs tuned (held-out rows)", show_lines=False)
+    """The metric table (baseline, candidate, delta with its CI, winner), then a few examples."""
+    c = comparison
+    base, cand = c.baseline or "vanilla", c.candidate or "tuned"
+    title = f"{base} vs {cand} (held-out rows)" if (base, cand) == ("vanilla", "tuned") else f"{base} vs {cand}"
+    table = Table(title=title, show_lines=False)
     table.add_column("metric")
-    table.add_column("vanilla", justify="right")
-    table.add_column("tuned", justify="right")
+    table.add_column(base, justify="right")
+    table.add_column(cand, justify="right")
     table.add_column("delta", justify="right")
+    table.add_column("95% CI", justify="right")
     table.add_column("better")
-    for row in comparison.metrics:
-        v, t = row.values.get("vanilla"), row.values.get("tuned")
-        delta = row.delta
-        if delta is None:
-            delta_cell = "-"
-        elif delta == 0:
-            delta_cell = f"{delta:+.4f}"
-        else:
-            delta_cell = f"[{'green' if delta > 0 else 'red'}]{delta:+.4f}[/]"
-        table.add_row(row.metric, _f(v), _f(t), delta_cell, row.winner or "tie")
+    for row in c.metrics:
+        hib = getattr(row, "higher_is_better", True)
+        name = row.metric + {False: " (lower is better)", None: " (no direction)"}.get(hib, "")
+        table.add_row(escape(name), _f(row.values.get(base)), _f(row.values.get(cand)), _delta_cell(row.delta, hib),
+                      _ci(row), escape(row.winner or ("tie" if hib is not None else "-")))
     console.print(table)
-    for ex in comparison.examples[:examples]:
-        console.print(f"[bold]{ex.example_id}[/] {ex.question}")
-        console.print(f"  reference: {ex.reference}")
+    for text in [*getattr(c, "warnings", []), *getattr(c, "notes", [])]:
+        console.print(f"[yellow]![/] {escape(text)}")
+    for ex in c.examples[:examples]:
+        console.print(f"[bold]{escape(ex.example_id)}[/] {escape(ex.question)}")
+        console.print(f"  reference: {escape(ex.reference)}")
         for role, text in ex.outputs.items():
-            console.print(f"  {role}: {text}")
+            console.print(f"  {escape(role)}: {escape(text or '-')}")
+
+
+def _delta_cell(delta: float | None, hib: bool | None) -> str:
+    """The delta, green when the candidate is better in the metric's direction and red when worse."""
+    if delta is None:
+        return "-"
+    if delta == 0 or hib is None:
+        return f"{delta:+.4f}"
+    return f"[{'green' if (delta > 0) == hib else 'red'}]{delta:+.4f}[/]"
+
+
+def _ci(row) -> str:  # noqa: ANN001
+    low, high = getattr(row, "ci_low", None), getattr(row, "ci_high", None)
+    return "-" if low is None or high is None else escape(f"[{low:+.3f}, {high:+.3f}]")
 
 
 def _f(v) -> str:  # noqa: ANN001

@@ -45,6 +45,29 @@ def _num(v: float | None, signed: bool = False) -> str:
     return f"{v:+.3f}" if signed else f"{v:.3f}"
 
 
+def _delta_style(m: Any) -> str:
+    """Green when the candidate is better in the metric's direction, red when worse, plain otherwise."""
+    hib = getattr(m, "higher_is_better", True)
+    if m.delta is None or hib is None or m.delta == 0:
+        return ""
+    return "green" if (m.delta > 0) == bool(hib) else "red"
+
+
+def _directions(c: Any) -> str:
+    """Which way is better, said once for the table (some metrics are lower-is-better or undirected)."""
+    lower = [m.metric for m in c.metrics if getattr(m, "higher_is_better", True) is False]
+    none = [m.metric for m in c.metrics if getattr(m, "higher_is_better", True) is None]
+    text = "higher is better" + (f"; lower: {', '.join(lower)}" if lower else "")
+    return text + (f"; no direction: {', '.join(none)}" if none else "")
+
+
+def _judge_line(c: Any, judge: Any) -> str:
+    """The pairwise judge in one line: the candidate's wins/ties/losses and win rate."""
+    rate = "—" if judge.win_rate is None else f"{100 * judge.win_rate:.1f}%"
+    return (f"judge {judge.judge}: {c.candidate} {judge.wins}/{judge.ties}/{judge.losses} (win/tie/loss), "
+            f"{judge.unparseable} unparseable, win rate {rate}")
+
+
 class CompareScreen(Screen):
     BINDINGS = [
         Binding("escape", "back", "Back"),
@@ -103,10 +126,14 @@ class CompareScreen(Screen):
         self.error = None
         runs = ", ".join(f"{role}: {escape(info.model)} (eval {info.eval_run_id}, {info.examples} examples)"
                          for role, info in c.runs.items())
-        suite = next(iter(c.runs.values())).suite if c.runs else "?"
-        self.query_one("#compare-title", Static).update(
-            f"[b]{escape(self.run_id)}[/b]  suite {escape(suite)}  ·  {runs}  ·  all metrics: higher is better"
-        )
+        suite = getattr(c, "suite", "") or (next(iter(c.runs.values())).suite if c.runs else "?")
+        lines = [f"[b]{escape(self.run_id)}[/b]  suite {escape(suite)}  ·  {runs}  ·  {escape(_directions(c))}"]
+        lines += [f"[yellow]warning:[/] {escape(w)}" for w in getattr(c, "warnings", [])]
+        lines += [f"[dim]note: {escape(n)}[/dim]" for n in getattr(c, "notes", [])]
+        judge = getattr(c, "judge", None)
+        if judge is not None:
+            lines.append(escape(_judge_line(c, judge)))
+        self.query_one("#compare-title", Static).update("\n".join(lines))
         self._fill_metrics(c)
         self._fill_examples(c)
 
@@ -124,8 +151,7 @@ class CompareScreen(Screen):
         for m in c.metrics:
             cells: list[Any] = [Text(m.metric), *[_num(m.values.get(r)) for r in c.roles]]
             if pair:
-                style = "green" if (m.delta or 0) > 0 else ("red" if (m.delta or 0) < 0 else "")
-                cells.append(Text(_num(m.delta, signed=True), style=style))
+                cells.append(Text(_num(m.delta, signed=True), style=_delta_style(m)))
             cells.append(Text(m.winner or "—"))
             cells.append("/".join(str(m.example_wins.get(k, 0)) for k in [*c.roles, "tie"]))
             table.add_row(*cells, key=m.metric)
