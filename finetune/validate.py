@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from finetune.examples import Example, ExampleError, adapt
-from finetune.sources import Record
+from workspace.examples import Example, ExampleError, adapt
+from workspace.sources import Record
 
 
 @dataclass
@@ -103,17 +103,12 @@ def _grounding_problem(ex: Example) -> str | None:
 
 
 def run_sql_readonly(db: Path, sql: str, timeout_s: float = 2.0, max_rows: int = 10_000) -> list[tuple]:
-    """Run ``sql`` on a read-only connection, aborting after ``timeout_s``: model or dataset SQL can
-    never modify the database or hang the caller."""
-    import time
+    """Run ``sql`` in the SQL sandbox (an in-memory copy of ``db``, read-only, with a real timeout):
+    dataset SQL can never modify the database or hang the caller. Raises a ``sqlite3.OperationalError``
+    subclass when the query fails, is refused or times out."""
+    from workspace.sql_sandbox import sandbox_for
 
-    conn = sqlite3.connect(f"file:{Path(db).resolve()}?mode=ro", uri=True, timeout=timeout_s)
-    deadline = time.monotonic() + timeout_s
-    conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
-    try:
-        return conn.execute(sql).fetchmany(max_rows)
-    finally:
-        conn.close()
+    return sandbox_for(db).run(sql, timeout_s=timeout_s, max_rows=max_rows).check().rows
 
 
 def _sql_problem(ex: Example, cfg: ValidationConfig) -> str | None:
