@@ -28,7 +28,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 
 from serve.errors import ServeError
 from serve.names import ApiError, normalize_digest, parse_name
-from serve.options import merge_options, parse_keep_alive, request_bool
+from serve.options import merge_options, parse_keep_alive, request_bool, request_logprobs
 from serve.scheduler import RunnerProcess, Scheduler, SchedulerConfig
 from serve.store import ModelRecord, ModelStore
 
@@ -434,8 +434,10 @@ class OllamaApi:
                 return prompt
         return prompt  # the last message alone is still too long: the runner answers 400
 
-    async def start(self, rec: ModelRecord, opts: dict, keep_alive: Any, make_prompt, fmt: Any) -> Generation:  # noqa: ANN001
-        """Admission, a runner, the prompt, the first piece."""
+    async def start(self, rec: ModelRecord, opts: dict, keep_alive: Any, make_prompt, fmt: Any,  # noqa: ANN001
+                    logprobs: int | None = None) -> Generation:
+        """Admission, a runner, the prompt, the first piece. ``logprobs``: alternatives per token (0..20)
+        when the request asked for log-probabilities, else None."""
         t0 = time.perf_counter()
         self.scheduler.admit()
         try:
@@ -450,7 +452,8 @@ class OllamaApi:
             self.scheduler.release(runner, keep_alive)
             self.scheduler.leave()
             raise
-        return await Generation(self, runner, runner.generate(prompt, opts, fmt), keep_alive, load_s, t0).open()
+        pieces = runner.generate(prompt, opts, fmt, logprobs)
+        return await Generation(self, runner, pieces, keep_alive, load_s, t0).open()
 
     async def load_only(self, rec: ModelRecord, opts: dict, keep_alive: Any) -> dict:
         t0 = time.perf_counter()
@@ -472,7 +475,8 @@ class OllamaApi:
     async def respond(self, request: Request, gen: Generation, base: dict, stream: bool,
                       wrap: Callable[[str, str], dict], tools: bool = False) -> Response:
         """Stream the pieces as NDJSON, or join them into one object; ``wrap(text, thinking)`` puts text where
-        the endpoint keeps it. With tools the answer is read whole, so a tool call is returned as one."""
+        the endpoint keeps it. With tools the answer is read whole, so a tool call is returned as one.
+        Log-probabilities stay with the piece they came with; a joined answer carries all of them."""
         think = _ThinkSplit() if "thinking" in base.pop("_caps", []) and base.pop("_think", False) else None
 
         def shaped(item: dict) -> dict:
@@ -483,9 +487,10 @@ class OllamaApi:
             if think is not None and text:
                 thinking, text = think.feed(text)
             if item.get("done"):
-                fields = {k: v for k, v in item.items() if k not in ("id", "done")}
+                fields = {k: v for k, v in item.items() if k not in ("id", "done", "text")}
                 return {**base, "created_at": iso_now(), **wrap(text, thinking), "done": True, **fields}
-            return {**base, "created_at": iso_now(), **wrap(text, thinking), "done": False}
+            logprobs = {"logprobs": item["logprobs"]} if "logprobs" in item else {}
+            return {**base, "created_at": iso_now(), **wrap(text, thinking), "done": False, **logprobs}
 
         if stream and not tools:
             async def gen_lines() -> AsyncIterator[bytes]:
@@ -501,6 +506,8 @@ class OllamaApi:
         if think is not None and "</think>" in text:
             thinking, text = _split_think(text)
         body = {**final, **wrap(text, thinking)}
+        if any("logprobs" in i for i in items):
+            body["logprobs"] = [entry for i in items for entry in i.get("logprobs") or []]
         if tools:
             calls = parse_tool_calls(text)
             if calls and "message" in body:
@@ -514,6 +521,7 @@ class OllamaApi:
 
     async def chat(self, request: Request) -> Response:
         data = await read_body(request, "ChatRequest")
+        logprobs = request_logprobs(data, "ChatRequest")
         rec = self.record(data)
         requested = data.get("model") or data.get("name")
         stream = request_bool(data, "stream", True, "ChatRequest")
@@ -544,7 +552,7 @@ class OllamaApi:
         async def prompt(runner: RunnerProcess) -> str:
             return await self.fit_chat(runner, rec, messages, opts["num_ctx"], truncate, tools, think)
 
-        gen = await self.start(rec, opts, keep_alive, prompt, fmt)
+        gen = await self.start(rec, opts, keep_alive, prompt, fmt, logprobs)
 
         def wrap(text: str, thinking: str) -> dict:
             msg = {"role": "assistant", "content": text}
@@ -556,6 +564,7 @@ class OllamaApi:
 
     async def generate(self, request: Request) -> Response:
         data = await read_body(request, "GenerateRequest")
+        logprobs = request_logprobs(data, "GenerateRequest")
         rec = self.record(data, missing=f"model '{data.get('model') or ''}' not found")
         requested = data.get("model") or data.get("name")
         stream = request_bool(data, "stream", True, "GenerateRequest")
@@ -595,7 +604,7 @@ class OllamaApi:
             except ServeError as e:
                 raise ApiError(400, f"template error: {e.message}") from None
 
-        gen = await self.start(rec, opts, keep_alive, prompt, fmt)
+        gen = await self.start(rec, opts, keep_alive, prompt, fmt, logprobs)
 
         def wrap(piece: str, thinking: str) -> dict:
             return {"response": piece, **({"thinking": thinking} if thinking else {})}

@@ -14,7 +14,7 @@ from typing import Any
 
 from serve.names import ApiError
 
-__all__ = ["DEFAULT_OPTIONS", "merge_options", "check_type", "parse_keep_alive", "request_bool"]
+__all__ = ["DEFAULT_OPTIONS", "merge_options", "check_type", "parse_keep_alive", "request_bool", "request_logprobs"]
 
 DEFAULT_OPTIONS: dict[str, Any] = {
     "temperature": 0.8, "top_k": 40, "top_p": 0.9, "min_p": 0.0, "typical_p": 1.0, "repeat_penalty": 1.1,
@@ -97,6 +97,24 @@ def request_bool(data: dict, key: str, default: bool, field: str) -> bool:
     if not isinstance(v, bool):
         raise ApiError(400, f"json: cannot unmarshal {_go_type(v)} into Go struct field {field}.{key} of type bool")
     return v
+
+
+MAX_TOP_LOGPROBS = 20
+
+
+def request_logprobs(data: dict, field: str) -> int | None:
+    """``logprobs`` / ``top_logprobs`` of a chat or generate request: None when no log-probabilities are
+    asked for, else how many alternatives each token reports (0..20). ``top_logprobs`` is checked even
+    without ``logprobs`` (Ollama checks it first thing) but only ``logprobs: true`` turns them on."""
+    top = data.get("top_logprobs")
+    if top is None:
+        top = 0
+    elif isinstance(top, bool) or not isinstance(top, int):
+        raise ApiError(400, f"json: cannot unmarshal {_go_type(top)} into Go struct field {field}.top_logprobs "
+                            "of type int")
+    if not 0 <= top <= MAX_TOP_LOGPROBS:
+        raise ApiError(400, f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}")
+    return top if request_bool(data, "logprobs", False, field) else None
 
 
 def parse_keep_alive(v: Any) -> float | None:

@@ -16,11 +16,17 @@ direct llama-cpp-python call computes; for repacked ones (Q4_0, K-quants) the re
 call in rounding, and speed by about a tenth. Sampling is
 llama-cpp-python's chain (penalties, then greedy, or top-k/typical/top-p/min-p/temperature/seeded draw).
 
-Protocol (parent -> runner): ``{"op": "generate", "id", "prompt", "opts", "format"}``,
+Log-probabilities (``"logprobs": k`` on a generate request, k = 0..20 alternatives): the log-softmax of
+the logits the token was sampled from, for the chosen token and the k most likely ones, as Ollama returns
+them. They cost one pass over the vocabulary per token and only requests that ask pay it. Each entry
+travels with the text piece that completes its token's bytes (a character can span tokens), the rest
+with the final piece; the tokens of a stop string that cut the answer are dropped with their text.
+
+Protocol (parent -> runner): ``{"op": "generate", "id", "prompt", "opts", "format", "logprobs"}``,
 ``{"op": "tokenize", "id", "text"}``, ``{"op": "embed", "id", "inputs", "truncate"}``,
 ``{"op": "cancel", "id"}``, ``{"op": "shutdown"}``.
 Runner -> parent: ``{"event": "ready", ...}`` once loaded (or ``{"event": "failed", "message"}``), then per
-request ``{"id", "text"}`` pieces and one ``{"id", "done": true, ...stats}``, ``{"id", "tokens": n}``,
+request ``{"id", "text"[, "logprobs"]}`` pieces and one ``{"id", "done": true, ...stats}``, ``{"id", "tokens": n}``,
 ``{"id", "embeddings": [...]}`` or ``{"id", "error", "status"}``.
 """
 
@@ -110,6 +116,8 @@ class _Slot:
     t_start: float = 0.0
     t_prompt: float = 0.0
     prompt_tokens: int = 0
+    top_logprobs: int | None = None  # None: no log-probabilities asked for
+    unsent: list[list] = field(default_factory=list)  # [entry, bytes of its token not yet sent as text]
 
     @property
     def busy(self) -> bool:
@@ -270,18 +278,23 @@ class Runner:
         slot.max_tokens, slot.prompt_tokens = max_tokens, len(tokens)
         slot.utf8, slot.stop = _Utf8(), _StopText(list(opts.get("stop") or []))
         slot.t_start, slot.t_prompt = t0, time.perf_counter()
-        self._take(slot, sampler.sample(self.ctx, len(chunk) - 1))
+        slot.top_logprobs, slot.unsent = req.get("logprobs"), []
+        self._take(slot, sampler.sample(self.ctx, len(chunk) - 1), len(chunk) - 1)
 
-    def _take(self, slot: _Slot, token: int) -> None:
-        """A sampled token: end the request at an end-of-turn token, else emit its text and go on."""
+    def _take(self, slot: _Slot, token: int, row: int) -> None:
+        """A sampled token (from logits row ``row`` of the last decode): end the request at an end-of-turn
+        token, else emit its text and go on."""
         if self.lc.llama_vocab_is_eog(self.vocab, token):
             self.finish(slot, "stop", eog=True)
             return
         slot.generated += 1
-        text = slot.utf8.feed(self.piece(token))
+        piece = self.piece(token)
+        if slot.top_logprobs is not None:
+            slot.unsent.append([self.logprob_entry(row, token, piece, slot.top_logprobs), len(piece)])
+        text = slot.utf8.feed(piece)
         out, stopped = slot.stop.feed(text) if slot.stop else (text, False)
         if out:
-            self.send({"id": slot.rid, "text": out})
+            self.emit(slot, out, cut=stopped)
         if stopped:
             self.finish(slot, "stop", eog=False, cut=True)
             return
@@ -291,21 +304,71 @@ class Runner:
 
     def finish(self, slot: _Slot, reason: str, eog: bool, cut: bool = False) -> None:
         """End the request: what was held back is sent (unless a stop string cut it), then the stats."""
+        done: dict[str, Any] = {}
         if not cut:
             tail = (slot.stop.flush() if slot.stop else "") + slot.utf8.buf.decode("utf-8", "replace")
             if tail:
-                self.send({"id": slot.rid, "text": tail})
+                self.emit(slot, tail, rest=True)
+            elif slot.unsent:  # tokens without text of their own (special tokens)
+                done["logprobs"] = [entry for entry, _ in slot.unsent]
         now = time.perf_counter()
-        self.send({"id": slot.rid, "done": True, "done_reason": reason, "prompt_eval_count": slot.prompt_tokens,
+        self.send({"id": slot.rid, **done, "done": True, "done_reason": reason,
+                   "prompt_eval_count": slot.prompt_tokens,
                    "prompt_eval_duration": int((slot.t_prompt - slot.t_start) * 1e9),
                    "eval_count": slot.generated + (1 if eog else 0),  # the end-of-turn token counts, as in Ollama
                    "eval_duration": int((now - slot.t_prompt) * 1e9)})
         self.release(slot)
 
+    # ---------------------------------------------------------------------------------- log-probabilities
+    def emit(self, slot: _Slot, text: str, cut: bool = False, rest: bool = False) -> None:
+        """Send a text piece with the log-probabilities of the tokens it completes: every token whose last
+        byte it carries; with ``cut`` (the piece a stop string ended) also the token it carries only part
+        of, the later ones being the stop string's; with ``rest`` (the final flush) every token left."""
+        msg: dict[str, Any] = {"id": slot.rid, "text": text}
+        if slot.top_logprobs is not None:
+            left = len(text.encode("utf-8"))
+            entries = []
+            while slot.unsent and (rest or slot.unsent[0][1] <= left):
+                entry, size = slot.unsent.pop(0)
+                left -= size
+                entries.append(entry)
+            if slot.unsent and left > 0:
+                if cut:
+                    entries.append(slot.unsent[0][0])
+                else:
+                    slot.unsent[0][1] -= left  # partly sent: it goes with the piece that completes it
+            if cut:
+                slot.unsent = []
+            if entries:
+                msg["logprobs"] = entries
+        self.send(msg)
+
+    def logprob_entry(self, row: int, token: int, piece: bytes, top: int) -> dict:
+        """Ollama's entry for a sampled token: its log-probability under the raw logits of ``row`` (before
+        penalties, grammar or temperature, as llama-cpp-python computes its own) and the ``top`` most likely tokens."""
+        import numpy as np
+
+        n_vocab = self.model.n_vocab()
+        ptr = self.lc.llama_get_logits_ith(self.ctx.ctx, row)
+        logits = np.ctypeslib.as_array(ptr, shape=(n_vocab,)).astype(np.float64)
+        peak = logits.max()
+        logprobs = logits - (peak + np.log(np.exp(logits - peak).sum()))
+        entry: dict[str, Any] = {"token": piece.decode("utf-8", "replace"), "logprob": float(logprobs[token]),
+                                 "bytes": list(piece)}
+        if top > 0:
+            best = np.argpartition(logprobs, -top)[-top:]
+            best = best[np.argsort(-logprobs[best], kind="stable")]
+            entry["top_logprobs"] = []
+            for t in best:
+                alt = self.piece(int(t))
+                entry["top_logprobs"].append({"token": alt.decode("utf-8", "replace"),
+                                              "logprob": float(logprobs[t]), "bytes": list(alt)})
+        return entry
+
     def release(self, slot: _Slot) -> None:
         mem = self.lc.llama_get_memory(self.ctx.ctx)
         self.lc.llama_memory_seq_rm(mem, slot.seq, -1, -1)
-        slot.rid, slot.sampler, slot.last = "", None, -1
+        slot.rid, slot.sampler, slot.last, slot.unsent = "", None, -1, []
 
     def step(self) -> None:
         """One decode step: the last token of every active sequence, in batches of at most MAX_BATCH, then
@@ -333,7 +396,7 @@ class Runner:
                 self.release(s)
             return
         for i, s in enumerate(active):
-            self._take(s, s.sampler.sample(self.ctx, i))
+            self._take(s, s.sampler.sample(self.ctx, i), i)
 
     # ---------------------------------------------------------------------------------------- embeddings
     def embed(self, req: dict) -> None:

@@ -162,13 +162,17 @@ class RunnerProcess:
             raise ApiError(int(reply.get("status", 500)), reply["error"])
         return reply
 
-    async def generate(self, prompt: str, opts: dict, fmt: Any) -> AsyncIterator[dict]:
+    async def generate(self, prompt: str, opts: dict, fmt: Any, logprobs: int | None = None) -> AsyncIterator[dict]:
         """Text pieces ``{"text"}`` then one ``{"done": True, ...}``; an error before the first piece raises
-        ApiError, one later is the last item (``{"error"}``). Cancels the request when the consumer stops."""
+        ApiError, one later is the last item (``{"error"}``). Cancels the request when the consumer stops.
+
+        ``logprobs``: None for none, else the number of alternatives (0..20) per token; pieces then carry
+        ``"logprobs"`` entries (see :mod:`serve.runner`)."""
         rid, q = self._open()
         finished = False
         try:
-            self._send({"op": "generate", "id": rid, "prompt": prompt, "opts": opts, "format": fmt})
+            self._send({"op": "generate", "id": rid, "prompt": prompt, "opts": opts, "format": fmt,
+                        "logprobs": logprobs})
             while True:
                 msg = await q.get()
                 if "error" in msg:
