@@ -41,6 +41,9 @@ from workspace.errors import OllatuneError
 
 JUDGE_SEED = 42
 TOP_LOGPROBS = 5  # alternatives asked for at each token: enough to see the neighbouring scores
+# A short justification before the verdict; capped so a small judge cannot spend its whole budget on it
+# and leave the verdict unwritten (the server constrains decoding to the schema).
+REASON_MAX_CHARS = 200
 
 Order = Literal["ab", "ba"]
 Winner = Literal["A", "B", "tie"]
@@ -50,7 +53,7 @@ ParsedBy = Literal["json", "fallback"]
 PAIRWISE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
-        "reason": {"type": "string"},
+        "reason": {"type": "string", "maxLength": REASON_MAX_CHARS},
         "verdict": {"type": "string", "enum": ["A", "B", "C"]},  # C = tie
     },
     "required": ["reason", "verdict"],
@@ -58,7 +61,7 @@ PAIRWISE_SCHEMA: dict[str, Any] = {
 
 REFUSAL_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "properties": {"reason": {"type": "string"}, "refused": {"type": "boolean"}},
+    "properties": {"reason": {"type": "string", "maxLength": REASON_MAX_CHARS}, "refused": {"type": "boolean"}},
     "required": ["reason", "refused"],
 }
 
@@ -67,7 +70,7 @@ REFUSAL_SCHEMA: dict[str, Any] = {
 GRADE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
-        "reason": {"type": "string"},
+        "reason": {"type": "string", "maxLength": REASON_MAX_CHARS},
         "score": {"type": "integer", "minimum": 1, "maximum": 5, "enum": [1, 2, 3, 4, 5]},
     },
     "required": ["reason", "score"],

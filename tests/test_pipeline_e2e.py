@@ -221,3 +221,29 @@ def test_text2sql_recipe_is_evaluated_by_executing_its_sql(session_home, smollm2
     assert served["tuned"]["name"] == "ollatune/ko-text2sql-qlora:latest"
     assert served["tuned"]["system"] == system.content  # parity held with the system prompt it was trained with
     assert served["vanilla"]["system"] != system.content  # the base model keeps its own template's default
+
+
+def test_eval_run_pairwise_and_html_report_through_the_cli(pipeline_home, tmp_path):
+    """Any registered models through `eval run`, a pairwise judge over the two eval runs, and the comparison
+    as one self-contained HTML file; a threshold exit code for CI scripts."""
+    home, _, _ = pipeline_home
+    tuned = "ollatune/e2e-tuned:latest"
+    run = _cli(home, "eval", "run", "ko-instruct", "--model", VANILLA, "--model", tuned, "--set", "limit=3",
+               "--set", "params.num_predict=24")
+    for metric in ("rouge_1", "embed_cosine", "korean_share"):
+        assert metric in run.stdout
+    judged = _cli(home, "eval", "pairwise", VANILLA, tuned, "--judge", VANILLA, "--suite", "ko-instruct",
+                  "--set", "judge.num_predict=48")
+    assert "wins" in judged.stdout and "ties" in judged.stdout and "unparseable" in judged.stdout
+    assert "warning" in judged.stderr  # the judge is one of the compared models
+    report = tmp_path / "report.html"
+    _cli(home, "eval", "compare", VANILLA, tuned, "--suite", "ko-instruct", "--format", "html", "-o", str(report))
+    html = report.read_text(encoding="utf-8")
+    assert html.lstrip().lower().startswith("<!doctype html") and "<svg" in html and "Judge" in html
+    assert "http://" not in html and "https://" not in html and "<script" not in html
+    md = _cli(home, "eval", "compare", VANILLA, tuned, "--suite", "ko-instruct", "--format", "md")
+    assert "rouge_l" in md.stdout
+    # A regression threshold no model can meet fails with exit code 1.
+    gate = _cli(home, "eval", "compare", VANILLA, tuned, "--suite", "ko-instruct", "--fail-metric", "korean_share",
+                "--max-regression", "-2", check=False)
+    assert gate.returncode == 1
