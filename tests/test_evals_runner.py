@@ -287,7 +287,7 @@ def test_held_out_examples_are_asked_with_their_training_messages(store, tmp_pat
     assert isinstance(result, EvalResult) and result.suite == "ko-instruct" and set(result.eval_run_ids) == {
         "vanilla", "tuned"}
     sent = [msgs for tag, msgs in CountingChat.calls if tag == "tuned"]
-    assert sent[1] == [("system", "한국어로 짧게 답하세요."), ("human", "다음 단어의 반대말을 알려 주세요.\n\n높다")]
+    assert [("system", "한국어로 짧게 답하세요."), ("human", "다음 단어의 반대말을 알려 주세요.\n\n높다")] in sent
     assert result.aggregates["tuned"]["exact_match"] == 1.0  # every tuned answer equals its reference once cleaned
     assert EvalResult.model_validate(result.model_dump(mode="json")) == result
 

@@ -192,3 +192,25 @@ def test_suite_hash_tracks_what_decides_results(tmp_path):
 
 def test_suites_dir_is_inside_the_package():
     assert SUITES_DIR.parent.name == "evals"
+
+
+SQUAD_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad_v1_1_dev_sample" / \
+    "dev-v1.1.first300qa.json"
+
+
+@pytest.mark.skipif(not SQUAD_SAMPLE.is_file(), reason="../shared/data (optional) is not beside the repository")
+def test_squad_sample_answers_scored_as_predictions_give_exact_match_one(tmp_path):
+    """The squad suite on the real SQuAD v1.1 dev sample: every first gold answer, scored as a prediction
+    through `eval score`'s code path, has exact match and F1 1.0."""
+    from evals import load_examples, load_suite
+    from evals.runner import score_predictions
+    from workspace.store import open_store
+
+    suite = load_suite("squad", {"dataset.path": str(SQUAD_SAMPLE)})
+    examples = load_examples(suite)
+    assert len(examples) == 303  # whole paragraphs of the first article (its README)
+    preds = tmp_path / "gold.jsonl"
+    preds.write_text("".join(json.dumps({"id": ex.id, "prediction": ex.answers[0]}) + "\n" for ex in examples),
+                     encoding="utf-8")
+    res = score_predictions(suite, preds, label="gold", session_factory=open_store(tmp_path / "t.db"))
+    assert res.aggregates["gold"]["squad_em"] == 1.0 and res.aggregates["gold"]["squad_f1"] == 1.0

@@ -86,14 +86,14 @@ def _model_under_test(session_factory, endpoint, name: str, role: str):  # noqa:
 
 
 def _print_aggregates(aggregates: dict[str, dict[str, float]], ids: dict[str, int]) -> None:
+    """One row per metric, one column per model (readable at 80 columns with many metrics)."""
     metrics = list(dict.fromkeys(m for a in aggregates.values() for m in a))
     table = Table(show_header=True, header_style="bold", box=None)
-    table.add_column("model")
-    table.add_column("eval run", justify="right")
+    table.add_column("metric", no_wrap=True)
+    for role in aggregates:
+        table.add_column(f"{role} (#{ids.get(role, '?')})", justify="right", overflow="fold")
     for m in metrics:
-        table.add_column(m, justify="right")
-    for role, aggs in aggregates.items():
-        table.add_row(escape(role), str(ids.get(role, "")), *[f"{aggs[m]:.3f}" if m in aggs else "-" for m in metrics])
+        table.add_row(m, *[f"{aggregates[r][m]:.3f}" if m in aggregates[r] else "-" for r in aggregates])
     out.print(table)
 
 
