@@ -422,3 +422,4 @@ def test_korean_wikisql_gold_scores_one_on_its_database():
             bad.append((item["idx"], metrics, details))
     assert not bad
     assert _sha256(db) == before
+
