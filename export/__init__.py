@@ -37,26 +37,37 @@ class ExportResult(BaseModel):
     bytes: int
     artifact_id: int
     verify: dict = Field(default_factory=dict)
+    quants: dict[str, dict] = Field(default_factory=dict)  # every quantization: file, sha256 and its table row
 
 
-def to_gguf(source: ExportSource, ctx: RunContext, *, quant: str = "q4_k_m", verify_tokens: int = 8) -> ExportResult:
-    from export.gguf_convert import convert_to_gguf, quantize
+def to_gguf(source: ExportSource, ctx: RunContext, *, quant: str | list[str] = "q4_k_m", verify_tokens: int = 8,
+            probes: list[tuple[list[dict], str]] | None = None) -> ExportResult:
+    """Merge (when there is an adapter), convert to f16, verify it against the HF model, then quantize to each
+    of ``quant`` (``"q4_k_m,q8_0"`` or a list; the first is the one registered) and measure each against the
+    f16 file through llama.cpp: size, bits per weight, perplexity on the probes' conversations and its delta,
+    greedy agreement, end-of-turn within the budget. ``probes`` are (messages, reference answer) pairs, e.g.
+    from the validation split; without them built-in questions are used and no perplexity is computed."""
+    from export.gguf_convert import convert_to_gguf, gguf_params, parse_quants, quantize
     from export.merge import merge_adapter
-    from export.verify import verify_gguf
+    from export.verify import _measure, probe_ids, quant_row, verify_gguf
 
+    quants = parse_quants(quant)
     events = ctx.events("export")
     out = ctx.run_dir / "export" / source.label  # each model in its own folder, with its own Modelfile
     out.mkdir(parents=True, exist_ok=True)
-    events.start(source=str(source.adapter_dir or source.base_dir), quant=quant, label=source.label)
-    steps = 4 if source.adapter_dir else 3
+    native_log = ctx.run_dir / "export" / "llama.cpp.log"  # the quantizer's per-tensor chatter
+    events.start(source=str(source.adapter_dir or source.base_dir), quant=",".join(quants), label=source.label)
+    quantized = [q for q in quants if q != "f16"]
+    steps = (1 if source.adapter_dir else 0) + 2 + len(quantized)
     done = 0
 
     hf_dir = source.base_dir
     if source.adapter_dir is not None:
-        events.log(f"merging the adapter into a 16-bit copy of {source.base_dir.name}")
+        events.log(f"merging the adapter into a 16-bit copy of {source.base_dir.name}, tensor by tensor")
         merged = merge_adapter(source.base_dir, source.adapter_dir, out / "merged")
         hf_dir = merged.merged_dir
-        events.log(f"merge changed {merged.changed_tensors} weight tensors (max |change| {merged.max_abs_change:.2e})")
+        events.log(f"merge changed {merged.changed_tensors} of {merged.targeted_tensors} LoRA-targeted weight "
+                   f"tensors (max |change| {merged.max_abs_change:.2e})")
         _record(ctx, source, "merged", None, hf_dir, events)
         done += 1
         events.progress(done, steps, "steps")
@@ -70,26 +81,47 @@ def to_gguf(source: ExportSource, ctx: RunContext, *, quant: str = "q4_k_m", ver
 
     events.log("verifying the f16 GGUF against the HF model (template, BOS/EOS, tokens, greedy tokens)")
     report = verify_gguf(f16, hf_dir, tokens=verify_tokens, strict=True)
-    events.log(f"f16 verified: {report.summary()}")
+    events.log(f"f16 matches the HF model: {report.summary()}")
     done += 1
     events.progress(done, steps, "steps")
 
-    final = f16
-    if quant != "f16":
-        final = out / f"{source.label}-{quant}.gguf"
-        events.log(f"quantizing to {quant} with llama.cpp's quantizer")
-        quantize(f16, final, quant)
-        qreport = verify_gguf(final, hf_dir, tokens=verify_tokens, strict=False)
-        events.log(f"{quant} verified: {qreport.summary()}")
-        report_dict = {"f16": report.summary(), quant: qreport.summary()}
-    else:
-        report_dict = {"f16": report.summary()}
-    artifact_id = _record(ctx, source, "gguf", quant, final, events) if quant != "f16" else _last_id(ctx, f16)
+    rows: dict[str, dict] = {}
+    if quantized:
+        prompts, texts = probe_ids(hf_dir, probes)
+        n_params = gguf_params(f16)
+        ref = _measure(f16, prompts, texts, 64)
+        ppl = "" if ref.ppl is None else f", perplexity {ref.ppl:.3f} on {len(texts)} conversations"
+        events.log(f"f16 reference: {f16.stat().st_size / 2**20:.1f} MiB, "
+                   f"{f16.stat().st_size * 8 / n_params:.2f} bits per weight{ppl}")
+    artifact_id: int | None = None
+    for q in quantized:
+        final = out / f"{source.label}-{q}.gguf"
+        events.log(f"quantizing to {q} with llama.cpp's quantizer (its log: {native_log.name})")
+        quantize(f16, final, q, log=native_log)
+        row = quant_row(q, final, ref, prompts, texts, n_params=n_params)
+        art = _record(ctx, source, "gguf", q, final, events)
+        artifact_id = artifact_id or art
+        rows[q] = {"path": str(final), "sha256": sha256_file(final), **row.summary()}
+        ppl = "" if row.ppl is None else f", perplexity {row.ppl:.3f} ({row.ppl_delta:+.3f} vs f16)"
+        line = (f"{q}: {row.bytes / 2**20:.1f} MiB, {row.bits_per_weight:.2f} bits per weight{ppl}, greedy "
+                f"agreement with f16 {row.agreement:.2f}, end of turn {row.eot}/{row.probes}")
+        events.log(line + ("; WARNING: " + "; ".join(row.warnings) if row.warnings else ""), quant=q,
+                   status="warning" if row.warnings else "ok")
+        done += 1
+        events.progress(done, steps, "steps")
+    if "f16" in quants:
+        rows["f16"] = {"path": str(f16), "sha256": sha256_file(f16), "quant": "f16", "bytes": f16.stat().st_size,
+                       "status": "ok"}
+    first = quants[0]
+    final = f16 if first == "f16" else Path(rows[first]["path"])
+    if first == "f16":
+        artifact_id = _last_id(ctx, f16)
     events.progress(steps, steps, "steps")
-    sha = sha256_file(final)
-    result = ExportResult(hf_dir=hf_dir, f16_gguf=f16, gguf=final, quant=quant, sha256=sha,
-                          bytes=final.stat().st_size, artifact_id=artifact_id, verify=report_dict)
-    events.done(gguf=str(final), quant=quant, bytes=result.bytes, verify=report_dict)
+    sha = rows[first]["sha256"]
+    report_dict = {"f16": report.summary(), **{q: r for q, r in rows.items() if q != "f16"}}
+    result = ExportResult(hf_dir=hf_dir, f16_gguf=f16, gguf=final, quant=first, sha256=sha,
+                          bytes=final.stat().st_size, artifact_id=artifact_id, verify=report_dict, quants=rows)
+    events.done(gguf=str(final), quant=first, bytes=result.bytes, quants=",".join(quants))
     return result
 
 

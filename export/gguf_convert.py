@@ -3,21 +3,92 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from export.errors import ExportError
 from workspace.files import atomic_path, ensure_free_space, tree_bytes
 
 QUANT_TYPES = {
+    "q2_k": "LLAMA_FTYPE_MOSTLY_Q2_K",
+    "q3_k_m": "LLAMA_FTYPE_MOSTLY_Q3_K_M",
+    "q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0",
+    "q4_1": "LLAMA_FTYPE_MOSTLY_Q4_1",
+    "q4_k_s": "LLAMA_FTYPE_MOSTLY_Q4_K_S",
     "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M",
+    "q5_0": "LLAMA_FTYPE_MOSTLY_Q5_0",
+    "q5_k_s": "LLAMA_FTYPE_MOSTLY_Q5_K_S",
     "q5_k_m": "LLAMA_FTYPE_MOSTLY_Q5_K_M",
+    "q6_k": "LLAMA_FTYPE_MOSTLY_Q6_K",
     "q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0",
     "f16": "LLAMA_FTYPE_MOSTLY_F16",
+    "bf16": "LLAMA_FTYPE_MOSTLY_BF16",
 }
+# The i-quants need an importance matrix (llama.cpp's imatrix) to be worth their size; without one they are
+# refused by name rather than produced badly.
+IMATRIX_TYPES = ("iq1_s", "iq1_m", "iq2_xxs", "iq2_xs", "iq2_s", "iq2_m", "iq3_xxs", "iq3_xs", "iq3_s", "iq3_m",
+                 "iq4_nl", "iq4_xs")
+
+
+def parse_quants(spec: str | list[str]) -> list[str]:
+    """``"q4_k_m,q8_0"`` or a list -> the quant types, checked, in order, without repeats."""
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    out = []
+    for q in (x.strip().lower() for x in items):
+        if not q:
+            continue
+        if q in IMATRIX_TYPES:
+            raise ExportError(f"{q} needs an importance matrix, which this exporter does not compute yet",
+                              f"choose one of {', '.join(QUANT_TYPES)}")
+        if q not in QUANT_TYPES:
+            raise ExportError(f"unknown quantization {q!r}", f"choose one of {', '.join(QUANT_TYPES)}")
+        if q not in out:
+            out.append(q)
+    if not out:
+        raise ExportError("no quantization type given", f"choose one or more of {', '.join(QUANT_TYPES)}")
+    return out
+
+
+@contextlib.contextmanager
+def native_output_to(log: Path | None) -> Iterator[None]:
+    """llama.cpp's C code writes its per-tensor chatter (hundreds of "falling back to q5_0" lines) straight
+    to file descriptor 2; send it to the run's log instead of the user's terminal."""
+    if log is None:
+        yield
+        return
+    log.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved, saved_py = os.dup(2), sys.stderr
+    try:
+        with open(log, "a", encoding="utf-8", errors="replace") as f:
+            os.dup2(f.fileno(), 2)
+            sys.stderr = f  # llama-cpp-python's log callback prints through Python's sys.stderr
+            try:
+                yield
+            finally:
+                f.flush()
+                sys.stderr = saved_py
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
+def gguf_params(path: Path) -> int:
+    """Parameters in a GGUF file (the sum of its tensors' elements), from its header."""
+    from gguf import GGUFReader
+
+    reader = GGUFReader(str(path))
+    return int(sum(int(t.n_elements) for t in reader.tensors))
+
+
+def bits_per_weight(path: Path, n_params: int | None = None) -> float:
+    n = n_params or gguf_params(path)
+    return Path(path).stat().st_size * 8 / max(n, 1)
 
 
 def convert_to_gguf(hf_dir: Path, out_file: Path, outtype: str = "f16") -> Path:
@@ -33,17 +104,16 @@ def convert_to_gguf(hf_dir: Path, out_file: Path, outtype: str = "f16") -> Path:
     return out_file
 
 
-def quantize(in_file: Path, out_file: Path, quant: str) -> Path:
-    """Quantize with llama.cpp's quantizer (``llama_model_quantize``)."""
+def quantize(in_file: Path, out_file: Path, quant: str, log: Path | None = None) -> Path:
+    """Quantize with llama.cpp's quantizer (``llama_model_quantize``); its output goes to ``log``."""
     import llama_cpp
 
-    if quant not in QUANT_TYPES:
-        raise ExportError(f"unknown quantization {quant!r}", f"choose one of {', '.join(QUANT_TYPES)}")
+    quant = parse_quants(quant)[0]
     ensure_free_space(out_file.parent, in_file.stat().st_size + (16 << 20), f"quantizing to {quant}")
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, QUANT_TYPES[quant])
     params.nthread = os.cpu_count() or 1
-    with atomic_path(out_file) as tmp:
+    with atomic_path(out_file) as tmp, native_output_to(log):
         rc = llama_cpp.llama_model_quantize(str(in_file).encode(), str(tmp).encode(), ctypes.byref(params))
         if rc != 0:
             raise ExportError(f"llama.cpp's quantizer returned {rc} for {in_file} -> {quant}",

@@ -110,3 +110,126 @@ def verify_gguf(gguf: Path, hf_dir: Path, *, tokens: int = 8, strict: bool = Tru
                               f"({cpp_new[:1]} vs {hf_new[:1]})", "the GGUF does not compute what the model does; "
                               "re-export in f16 and report the architecture")
     return report
+
+
+# ----------------------------------------------------------------------------- quantization report
+
+
+@dataclass
+class Reference:
+    """What the f16 GGUF does on the probes: the yardstick every quantization is measured against."""
+
+    continuations: list[list[int]]
+    eot: list[bool]
+    ppl: float | None
+
+
+@dataclass
+class QuantRow:
+    quant: str
+    path: Path
+    bytes: int
+    bits_per_weight: float
+    ppl: float | None
+    ppl_delta: float | None  # against the f16 file
+    agreement: float  # share of probes whose first `agree_tokens` greedy tokens equal the f16 file's
+    eot: int  # probes on which the end-of-turn token came within the budget
+    eot_reference: int  # ... and on which the f16 file emitted it
+    probes: int
+    warnings: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        return {"quant": self.quant, "bytes": self.bytes, "bits_per_weight": round(self.bits_per_weight, 3),
+                "ppl": None if self.ppl is None else round(self.ppl, 4),
+                "ppl_delta": None if self.ppl_delta is None else round(self.ppl_delta, 4),
+                "greedy_agreement": round(self.agreement, 3), "eot": f"{self.eot}/{self.probes}",
+                "eot_f16": f"{self.eot_reference}/{self.probes}", "warnings": list(self.warnings),
+                "status": "warning" if self.warnings else "ok"}
+
+
+def _is_eog(llm, token: int) -> bool:  # noqa: ANN001
+    import llama_cpp
+
+    try:
+        return bool(llama_cpp.llama_vocab_is_eog(llm._model.vocab, token))
+    except (AttributeError, TypeError):
+        return token == llm.token_eos()
+
+
+def _measure(gguf: Path, probes: list[list[int]], texts: list[list[int]], budget: int) -> Reference:
+    """Greedy continuations (up to ``budget`` tokens or the end-of-turn token) and the perplexity over
+    ``texts`` (whole conversations, token ids), both through llama.cpp."""
+    import math
+
+    import llama_cpp
+    import numpy as np
+
+    n_ctx = max([len(p) + budget for p in probes] + [len(t) for t in texts] + [64]) + 8
+    llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=n_ctx, logits_all=bool(texts), verbose=False, seed=0)
+    conts, eots = [], []
+    for ids in probes:
+        llm.reset()
+        out: list[int] = []
+        hit = False
+        for t in llm.generate(list(ids), top_k=1, top_p=1.0, temp=0.0, repeat_penalty=1.0):
+            if _is_eog(llm, int(t)):
+                hit = True
+                break
+            out.append(int(t))
+            if len(out) >= budget:
+                break
+        conts.append(out)
+        eots.append(hit)
+    nll, count = 0.0, 0
+    for ids in texts:
+        if len(ids) < 2:
+            continue
+        llm.reset()
+        llm.eval(list(ids))
+        logits = np.asarray(llm.scores[: len(ids) - 1], dtype=np.float64)
+        top = logits.max(axis=1, keepdims=True)
+        logz = (top[:, 0] + np.log(np.exp(logits - top).sum(axis=1)))
+        nll += float((logz - logits[np.arange(len(ids) - 1), ids[1:]]).sum())
+        count += len(ids) - 1
+    if hasattr(llm, "close"):
+        llm.close()
+    return Reference(conts, eots, math.exp(nll / count) if count else None)
+
+
+def quant_row(quant: str, path: Path, ref: Reference, probes: list[list[int]], texts: list[list[int]], *,
+              n_params: int, agree_tokens: int = 16, budget: int = 64, min_agreement: float = 0.5) -> QuantRow:
+    """One line of the quantization table; warnings (never "verified") when the quantized file strays."""
+    from export.gguf_convert import bits_per_weight
+
+    got = _measure(path, probes, texts, budget)
+    same = sum(1 for a, b in zip(ref.continuations, got.continuations) if a[:agree_tokens] == b[:agree_tokens])
+    agreement = same / max(len(probes), 1)
+    row = QuantRow(quant, path, path.stat().st_size, bits_per_weight(path, n_params), got.ppl,
+                   None if got.ppl is None or ref.ppl is None else got.ppl - ref.ppl, agreement,
+                   sum(got.eot), sum(ref.eot), len(probes))
+    if probes and agreement < min_agreement:
+        row.warnings.append(f"greedy agreement with f16 is {agreement:.2f} (first {agree_tokens} tokens, "
+                            f"{len(probes)} probes): answers differ from the 16-bit model")
+    lost = sum(1 for r, g in zip(ref.eot, got.eot) if r and not g)
+    if lost:
+        row.warnings.append(f"no end-of-turn token within {budget} tokens on {lost} probe(s) where f16 stops")
+    return row
+
+
+def probe_ids(hf_dir: Path, probes: list[tuple[list[dict], str]] | None) -> tuple[list[list[int]], list[list[int]]]:
+    """Token ids of the probe prompts (chat template, generation prompt) and of the whole conversations with
+    their reference answers (for perplexity), with the exported model's own tokenizer. Without probes, the
+    built-in questions, and no perplexity."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(hf_dir))
+
+    def ids(messages: list[dict], gen: bool) -> list[int]:
+        out = tok.apply_chat_template(messages, add_generation_prompt=gen, tokenize=True, return_dict=False)
+        return list(out["input_ids"] if isinstance(out, dict) else out)
+
+    if not probes:
+        return [ids([{"role": "user", "content": q}], True) for q in PROBE_QUESTIONS], []
+    prompts = [ids(list(m), True) for m, _ in probes]
+    texts = [ids([*m, {"role": "assistant", "content": ref}], False) for m, ref in probes if ref]
+    return prompts, texts

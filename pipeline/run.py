@@ -253,6 +253,12 @@ class _Runner:
         self._enter("finetune")
         recipe, ctx = self.recipe, self.ctx
         preflight(recipe)
+        if self.stop_after >= 2:
+            from export.gguf_convert import parse_quants
+
+            self._enter("export")
+            parse_quants(recipe.export.quant)  # a typo in export.quant is found before training, not after
+            self._enter("finetune")
         base = resolve_base_model(recipe.model.base, ctx.settings, log=ctx.events("finetune").log)
         inputs = FinetuneInputs(model=recipe.model.model_dump(mode="json"), train=recipe.train.model_dump(mode="json"),
                                 data=input_key(data_inputs), base=base.source_sha256)
@@ -273,7 +279,11 @@ class _Runner:
                               base=base.source_sha256)
         exported = self._skip("export", inputs, ExportedModels)
         if exported is None:
-            opts = {"quant": recipe.export.quant, "verify_tokens": recipe.export.verify_tokens}
+            from workspace.heldout import read_eval_examples
+
+            held = read_eval_examples(self.result.data.heldout_path)[: recipe.export.probes]
+            probes = [(ex.chat(), ex.reference) for ex in held]
+            opts = {"quant": recipe.export.quant, "verify_tokens": recipe.export.verify_tokens, "probes": probes}
             tuned = to_gguf(ExportSource(base_dir=base.hf_dir, adapter_dir=trained.adapter_dir,
                                          training_run_id=trained.training_run_id, label="tuned"), self.ctx, **opts)
             vanilla = to_gguf(ExportSource(base_dir=base.hf_dir, label="vanilla"), self.ctx, **opts)

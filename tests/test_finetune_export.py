@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -87,13 +88,15 @@ def test_loss_is_on_the_answer_only_and_ends_with_eos(trained, smollm2_base):
     assert tok.decode(ids[:first_supervised]).rstrip().endswith("assistant")
 
 
-def test_export_merges_converts_quantizes_and_verifies(trained, smollm2_base):
-    _settings, recipe, ctx, _data, result = trained
+def test_export_merges_converts_quantizes_and_verifies(trained, smollm2_base, capfd):
+    _settings, recipe, ctx, data, result = trained
     from export import ExportResult
+    from workspace.heldout import read_eval_examples
 
+    probes = [(ex.chat(), ex.reference) for ex in read_eval_examples(data.heldout_path)[:3]]
     out = to_gguf(ExportSource(base_dir=smollm2_base.hf_dir, adapter_dir=result.adapter_dir,
                                training_run_id=result.training_run_id, label="tuned"), ctx,
-                  quant="q4_k_m", verify_tokens=4)
+                  quant="q4_k_m,q8_0", verify_tokens=4, probes=probes)
     assert isinstance(out, ExportResult) and out.quant == "q4_k_m" and out.artifact_id > 0
     assert out.gguf.exists() and out.f16_gguf.exists() and out.bytes == out.gguf.stat().st_size
     assert out.gguf.stat().st_size < out.f16_gguf.stat().st_size / 2
@@ -102,8 +105,50 @@ def test_export_merges_converts_quantizes_and_verifies(trained, smollm2_base):
     assert not list(out.gguf.parent.glob(".*.partial"))
     import llama_cpp
 
-    llm = llama_cpp.Llama(model_path=str(out.gguf), n_ctx=256, verbose=False, vocab_only=True)
-    assert llm.metadata["general.file_type"] == str(llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M)
+    for q, ftype in (("q4_k_m", llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M), ("q8_0", llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0)):
+        row = out.quants[q]
+        llm = llama_cpp.Llama(model_path=row["path"], n_ctx=256, verbose=False, vocab_only=True)
+        assert llm.metadata["general.file_type"] == str(ftype)
+        assert row["bytes"] == Path(row["path"]).stat().st_size and len(row["sha256"]) == 64
+        assert row["eot"].endswith("/3") and row["status"] in ("ok", "warning")
+        assert row["ppl"] > 1 and row["ppl_delta"] is not None
+    # more bits per weight for q8_0 (on 3 short conversations either file may land nearer f16's perplexity)
+    assert out.quants["q8_0"]["bits_per_weight"] > out.quants["q4_k_m"]["bits_per_weight"] > 4
+    # the quantizer's per-tensor lines went to the run's log, not to the terminal
+    assert "falling back" not in capfd.readouterr().err
+    assert (ctx.run_dir / "export" / "llama.cpp.log").exists()
+
+
+def test_a_straying_quantization_is_a_warning_not_verified(tmp_path):
+    from export.verify import QuantRow, Reference, quant_row  # noqa: F401
+
+    ref = Reference(continuations=[[1, 2, 3], [4, 5, 6]], eot=[True, True], ppl=10.0)
+    import export.verify as v
+
+    def fake_measure(path, probes, texts, budget):  # noqa: ANN001, ANN202
+        return Reference(continuations=[[1, 2, 3], [9, 9, 9]], eot=[True, False], ppl=12.5)
+
+    f = tmp_path / "x.gguf"
+    f.write_bytes(b"0" * 1000)
+    orig = v._measure
+    v._measure = fake_measure
+    try:
+        row = quant_row("q2_k", f, ref, [[0], [0]], [[0, 1]], n_params=4000, agree_tokens=3, min_agreement=0.9)
+    finally:
+        v._measure = orig
+    assert row.agreement == 0.5 and row.ppl_delta == pytest.approx(2.5) and row.bits_per_weight == 2.0
+    assert row.summary()["status"] == "warning" and len(row.warnings) == 2
+    assert "end-of-turn" in row.warnings[1] and row.summary()["eot"] == "1/2"
+
+
+def test_quant_types_are_checked_by_name():
+    from export.gguf_convert import parse_quants
+
+    assert parse_quants("q4_k_m, Q8_0,q4_k_m") == ["q4_k_m", "q8_0"]
+    with pytest.raises(ExportError, match="importance matrix"):
+        parse_quants("iq4_xs")
+    with pytest.raises(ExportError, match="unknown quantization 'q9'"):
+        parse_quants("q4_k_m,q9")
 
 
 def test_merge_that_changes_nothing_is_refused(trained, smollm2_base, tmp_path):

@@ -137,6 +137,57 @@ def _run_until_finetune(rec, events: str) -> None:  # noqa: ANN001
         out.print(f"adapter    {result.run_dir / 'finetune' / 'adapter'}")
 
 
+def _fmt(value, spec: str) -> str:  # noqa: ANN001
+    return "-" if value is None else format(value, spec)
+
+
+@app.command("export")
+def export_cmd(
+    run_id: Annotated[str, typer.Argument(help="A run id (folder under $OLLATUNE_HOME/runs, see `ollatune runs`).")],
+    quant: Annotated[str, typer.Option(help="llama.cpp file types, comma-separated: q4_0, q4_k_s, q4_k_m, q5_k_m, "
+                                            "q6_k, q8_0, f16, bf16, ... The first is the one registered.")] = "q4_k_m",
+    events: Annotated[str, typer.Option(help="`jsonl` also writes every event to stdout as JSON lines.")] = "none",
+) -> None:
+    """Export a trained run again: merge, f16, each quantization, and the table that measures each against
+    f16 (size, bits per weight, perplexity on held-out conversations, greedy agreement, end of turn)."""
+    from finetune.recipe import RecipeError, load_recipe
+    from pipeline import run_pipeline
+    from tui.live import make_listener
+
+    path = _settings().runs_dir / run_id / "recipe.yaml"
+    if not path.exists():
+        raise RecipeError(f"no run {run_id!r} in {_settings().runs_dir}", "list runs with `ollatune runs`")
+    rec = load_recipe(path, [f"export.quant={quant}"])
+    jsonl = events == "jsonl"
+    listener = None if jsonl else make_listener(err)
+    try:
+        result = run_pipeline(rec, _settings(), stdout_jsonl=jsonl, listeners=[] if listener is None else [listener],
+                              until="export")
+    finally:
+        if listener is not None:
+            listener.close()
+    if jsonl or result.exported is None:
+        return
+    from rich.table import Table
+
+    for label, exp in (("tuned", result.exported.tuned), ("vanilla", result.exported.vanilla)):
+        table = Table(title=f"{label}: {exp.hf_dir.name}", box=None, header_style="bold")
+        for col in ("quant", "MiB", "bits/w", "ppl", "vs f16", "agree", "eot", "status"):
+            table.add_column(col, justify="right" if col not in ("quant", "status") else "left")
+        warnings = []
+        for q, row in exp.quants.items():
+            if q == "f16":
+                continue
+            cells = [_fmt(row.get("bits_per_weight"), ".2f"), _fmt(row.get("ppl"), ".3f"),
+                     _fmt(row.get("ppl_delta"), "+.3f"), _fmt(row.get("greedy_agreement"), ".2f")]
+            table.add_row(q, f"{row['bytes'] / 2**20:.1f}", *cells, str(row.get("eot", "-")), row.get("status", "-"))
+            warnings += [f"{q}: {w}" for w in row.get("warnings", [])]
+        out.print(table)
+        for w in warnings:
+            out.print(f"  [yellow]warning[/] {escape(w)}")
+        out.print(f"  f16 {exp.f16_gguf}")
+
+
 @app.command()
 def recipes() -> None:
     """List the shipped recipes."""
