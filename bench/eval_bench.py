@@ -88,7 +88,7 @@ def main() -> None:
     ap.add_argument("--num-predict", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=4)
     ap.add_argument("--gguf", type=Path, default=None, help="A Q4_1 GGUF of SmolLM2's shape instead of the "
-                    "package's (bench/random_model.py makes one where the package cannot travel)")
+                    "package's (bench/random_model.py makes one where the package is not installed)")
     ap.add_argument("--metrics", default=None, help="Comma-separated metrics instead of the suite's (scoring is "
                     "the same cost on both sides; fewer scorers to install)")
     ap.add_argument("--tokenizer", default=None)

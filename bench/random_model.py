@@ -1,6 +1,6 @@
-"""A random-weight GGUF of a real model's shape, for throughput work where the real weights cannot travel
-(the GPU machine takes at most 64 MiB a call; SmolLM2-135M's GGUF is 98 MB). Speed does not depend on the
-weight values; answers do (a random model never stops early, so every request runs to ``num_predict``).
+"""A random-weight GGUF of a real model's shape, for throughput work on a machine the real weights cannot be
+copied to (only the config and tokenizer are needed, a few MB). Speed does not depend on the weight values;
+answers do (a random model never stops early, so every request runs to ``num_predict``).
 
   python bench/random_model.py HF_FOLDER_WITHOUT_WEIGHTS OUT.gguf [--quant Q4_1] [--seed 0]
 

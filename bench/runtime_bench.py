@@ -176,7 +176,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=96)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--gguf", type=Path, default=None, help="A Q4_1 GGUF of SmolLM2's shape instead of the "
-                    "package's (bench/random_model.py makes one where the package cannot travel)")
+                    "package's (bench/random_model.py makes one where the package is not installed)")
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ollatune-runtime-bench-"))
     base = a.gguf or smollm2()
