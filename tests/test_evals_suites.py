@@ -214,3 +214,16 @@ def test_squad_sample_answers_scored_as_predictions_give_exact_match_one(tmp_pat
                      encoding="utf-8")
     res = score_predictions(suite, preds, label="gold", session_factory=open_store(tmp_path / "t.db"))
     assert res.aggregates["gold"]["squad_em"] == 1.0 and res.aggregates["gold"]["squad_f1"] == 1.0
+
+
+def test_eval_suites_command_lists_every_shipped_suite(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from tui.cli import app
+
+    monkeypatch.setenv("OLLATUNE_HOME", str(tmp_path))
+    res = CliRunner().invoke(app, ["eval", "suites"], env={"COLUMNS": "160"})
+    assert res.exit_code == 0, res.output
+    for name in shipped_suites():
+        assert name in res.output
+    assert "builtin:ko-text2sql" in res.output and "data/ko-safety.jsonl" in res.output

@@ -100,7 +100,7 @@ def _print_aggregates(aggregates: dict[str, dict[str, float]], ids: dict[str, in
 @eval_app.command("suites")
 def suites_cmd() -> None:
     """List the shipped suites: task, kind, metrics and dataset."""
-    from evals.suites import load_suite, shipped_suites
+    from evals.suites import SUITES_DIR, load_suite, shipped_suites
 
     table = Table(show_header=True, header_style="bold", box=None)
     for col in ("suite", "task", "kind", "metrics", "dataset"):
@@ -110,7 +110,7 @@ def suites_cmd() -> None:
         kind = s.kind + (f" (judge: {s.judge.kind})" if s.judge and s.kind == "generate" else "")
         table.add_row(name, s.task if s.kind == "generate" else "-", kind,
                       ", ".join(s.metrics) if s.kind == "generate" else "-",
-                      escape(s.dataset.path if s.dataset else "eval runs"))
+                      escape(s.dataset.path.replace(str(SUITES_DIR) + "/", "") if s.dataset else "eval runs"))
     out.print(table)
 
 
@@ -158,9 +158,10 @@ def score_cmd(
 ) -> None:
     """Score predictions made elsewhere with the suite's metrics and store them as an eval run; no model is
     called. The whole file is checked first: nothing is stored from a file with a bad line."""
+    import evals
     from evals.runner import score_predictions
 
-    s_ = __import__("evals").load_suite(suite, _overrides(set_))
+    s_ = evals.load_suite(suite, _overrides(set_))
     result = score_predictions(s_, predictions, label=label or predictions.stem, session_factory=_store(),
                                events=_events(events))
     if events != "jsonl":
