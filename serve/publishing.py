@@ -109,3 +109,63 @@ def publish(request: PublishRequest, endpoint: OllamaEndpoint, ctx: RunContext) 
     return PublishResult(role=request.role, name=info.name, digest=info.digest, modelfile=info.modelfile_path,
                          model_id=model_id, family=spec.family, stop=list(spec.stop), system=spec.system,
                          host=host_key)
+
+
+class ModelfilePreview(BaseModel):
+    """What ``ollatune modelfile PATH`` prints: the Modelfile ollatune would register and its parity proof."""
+
+    source: str
+    family: str
+    stop: list[str]
+    system: str | None
+    parity_ok: bool
+    parity: list[str]  # one line (or a diff) per sample conversation
+    modelfile: str
+
+
+def preview_modelfile(path: Path, system: str | None = None, parameters: dict[str, Any] | None = None
+                      ) -> ModelfilePreview:
+    """The Modelfile for an HF model folder, a tokenizer folder or a GGUF file, by the code path the serve
+    stage uses; parity is reported, not raised, so a mismatch can be shown whole."""
+    from serve.chat_templates import detect_template, read_gguf_chat_info
+    from serve.modelfile import render_modelfile
+    from serve.parity import check_parity
+
+    path = Path(path)
+    if path.is_file() and path.suffix == ".gguf":
+        info = read_gguf_chat_info(path)
+        base_render = info.renderer()
+        bos = info.bos_token if info.add_bos else None
+        eos = info.eos_token
+        from_path = str(path)
+    elif path.is_dir():
+        from transformers import AutoTokenizer
+
+        from workspace.quiet import quiet_libraries
+
+        quiet_libraries()
+        tok = AutoTokenizer.from_pretrained(str(path))
+        if not tok.chat_template:
+            raise ServeError(f"the tokenizer in {path} has no chat template",
+                             "pass a folder whose tokenizer_config.json (or chat_template.jinja) has one")
+
+        def base_render(messages: list[dict], add_generation_prompt: bool) -> str:
+            return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+        bos, eos = tok.bos_token, tok.eos_token
+        ggufs = sorted(path.glob("*.gguf"))
+        from_path = str(ggufs[0]) if ggufs else "./model.gguf"
+    else:
+        raise ServeError(f"{path} is neither a model or tokenizer folder nor a .gguf file",
+                         "pass an HF folder (config + tokenizer), a tokenizer folder or a GGUF file")
+
+    def render(messages: list[dict], add_generation_prompt: bool) -> str:
+        if system and (not messages or messages[0].get("role") != "system"):
+            messages = [{"role": "system", "content": system}, *messages]
+        return base_render(messages, add_generation_prompt)
+
+    spec = detect_template(render, bos_token=bos, eos_token=eos)
+    report = check_parity(render, spec, bos_token=bos)
+    text = render_modelfile(from_path, spec, dict(parameters or {"temperature": 0.0}), f"ollatune modelfile {path}")
+    return ModelfilePreview(source=str(path), family=spec.family, stop=list(spec.stop), system=spec.system,
+                            parity_ok=report.ok, parity=[c.summary() for c in report.cases], modelfile=text)

@@ -123,3 +123,44 @@ def test_publish_registers_records_and_returns_a_typed_result(tmp_path):
         row = s.get(RegisteredModel, result.model_id)
         assert (row.name, row.digest, row.template_family, row.role) == (result.name, result.digest, "llama3", "tuned")
     assert PublishResult.model_validate(result.model_dump(mode="json")) == result
+
+
+def _modelfile_cli(*args):  # noqa: ANN002, ANN202
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    return subprocess.run([sys.executable, "-m", "tui.cli", "modelfile", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.mark.parametrize("family", ["llama3", "gemma", "chatml"])
+def test_modelfile_command_prints_what_serve_would_register(tmp_path, family):
+    from serve.publishing import preview_modelfile
+
+    hf_dir = make_tokenizer_dir(tmp_path / family, family)
+    preview = preview_modelfile(hf_dir, system="한국어로 답하세요.")
+    spec, _report = tokenizer_spec(hf_dir, system="한국어로 답하세요.")
+    assert preview.parity_ok and preview.family == spec.family == family
+    assert preview.stop == list(spec.stop) and preview.system == "한국어로 답하세요."
+    assert "TEMPLATE" in preview.modelfile and all(f'PARAMETER stop "{s}"' in preview.modelfile for s in spec.stop)
+    assert len(preview.parity) >= 4 and all("identical" in line or "skipped" in line for line in preview.parity)
+
+
+def test_modelfile_command_on_a_gguf_and_on_an_unknown_template():
+    import json
+
+    proc = _modelfile_cli(str(_smollm2_gguf()), "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["family"] == "chatml" and data["parity_ok"] and "<|im_end|>" in data["stop"]
+    assert data["modelfile"].startswith("# ollatune modelfile") and "FROM " in data["modelfile"]
+
+
+def test_modelfile_command_refuses_a_template_no_family_renders(tmp_path):
+    odd = "{% for m in messages %}<<{{ m['role'] }}>> {{ m['content'] }}\n{% endfor %}<<assistant>>"
+    hf_dir = make_tokenizer_dir(tmp_path / "odd", "chatml", chat_template=odd)
+    proc = _modelfile_cli(str(hf_dir))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("error ") and "next:" in proc.stderr

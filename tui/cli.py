@@ -188,6 +188,32 @@ def export_cmd(
         out.print(f"  f16 {exp.f16_gguf}")
 
 
+@app.command("modelfile")
+def modelfile_cmd(
+    path: Annotated[str, typer.Argument(help="An HF model folder, a tokenizer folder or a .gguf file.")],
+    system: Annotated[Optional[str], typer.Option(help="The system prompt the model was trained with.")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Print the Modelfile ollatune would register for a model (family, TEMPLATE, every stop, parameters) and
+    whether its TEMPLATE renders prompts exactly as the model's own chat template does (exit 1 when not).
+    The same code path as the serve stage, for models trained elsewhere."""
+    from pathlib import Path
+
+    from serve.publishing import preview_modelfile
+
+    preview = preview_modelfile(Path(path).expanduser(), system=system)
+    if json_:
+        sys.stdout.write(preview.model_dump_json(indent=1) + "\n")
+    else:
+        sys.stdout.write(preview.modelfile if preview.modelfile.endswith("\n") else preview.modelfile + "\n")
+        verdict = "[green]parity holds[/]" if preview.parity_ok else "[bold red]parity fails[/]"
+        err.print(f"family {escape(preview.family)}, stops {escape(str(preview.stop))}: {verdict}")
+        for line in preview.parity:
+            err.print("  " + escape(line))
+    if not preview.parity_ok:
+        raise typer.Exit(1)
+
+
 @app.command()
 def recipes() -> None:
     """List the shipped recipes."""
