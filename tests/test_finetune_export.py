@@ -119,23 +119,18 @@ def test_export_merges_converts_quantizes_and_verifies(trained, smollm2_base, ca
     assert (ctx.run_dir / "export" / "llama.cpp.log").exists()
 
 
-def test_a_straying_quantization_is_a_warning_not_verified(tmp_path):
-    from export.verify import QuantRow, Reference, quant_row  # noqa: F401
-
-    ref = Reference(continuations=[[1, 2, 3], [4, 5, 6]], eot=[True, True], ppl=10.0)
+def test_a_straying_quantization_is_a_warning_not_verified(tmp_path, monkeypatch):
     import export.verify as v
 
+    ref = v.Reference(continuations=[[1, 2, 3], [4, 5, 6]], eot=[True, True], ppl=10.0)
+
     def fake_measure(path, probes, texts, budget):  # noqa: ANN001, ANN202
-        return Reference(continuations=[[1, 2, 3], [9, 9, 9]], eot=[True, False], ppl=12.5)
+        return v.Reference(continuations=[[1, 2, 3], [9, 9, 9]], eot=[True, False], ppl=12.5)
 
     f = tmp_path / "x.gguf"
     f.write_bytes(b"0" * 1000)
-    orig = v._measure
-    v._measure = fake_measure
-    try:
-        row = quant_row("q2_k", f, ref, [[0], [0]], [[0, 1]], n_params=4000, agree_tokens=3, min_agreement=0.9)
-    finally:
-        v._measure = orig
+    monkeypatch.setattr(v, "_measure", fake_measure)
+    row = v.quant_row("q2_k", f, ref, [[0], [0]], [[0, 1]], n_params=4000, agree_tokens=3, min_agreement=0.9)
     assert row.agreement == 0.5 and row.ppl_delta == pytest.approx(2.5) and row.bits_per_weight == 2.0
     assert row.summary()["status"] == "warning" and len(row.warnings) == 2
     assert "end-of-turn" in row.warnings[1] and row.summary()["eot"] == "1/2"
