@@ -7,7 +7,9 @@ assistant turn), every end-of-turn string as ``stop``, and a reference Jinja cha
 :func:`detect_template` renders probe conversations with the model's Jinja template and picks the family
 whose Go rendering (as Ollama would execute it) matches exactly. If the Jinja template injects a default
 system prompt when the conversation has none, that text becomes ``TemplateSpec.system``: Ollama prepends the
-Modelfile SYSTEM as a system message in that case, so both prompts are then identical.
+Modelfile SYSTEM as a system message in that case, so both prompts are then identical. A family that writes a
+date (Llama 3.1/3.2) is tried with its pinned date and with today's: a template that renders ``strftime_now``
+is registered with the date it renders at detection time, since no Ollama template function writes that format.
 """
 
 from __future__ import annotations
@@ -139,7 +141,7 @@ class GGUFChatInfo:
 
 def read_gguf_chat_info(path: Path | str) -> GGUFChatInfo:
     """Chat template, BOS/EOS token texts and add_bos flag from a GGUF's metadata (no model load)."""
-    from serve.gguf_info import read_gguf
+    from workspace.gguf_info import read_gguf
 
     info = read_gguf(path)
     return GGUFChatInfo(path=info.path, chat_template=info.chat_template, bos_token=info.bos_token,
@@ -160,19 +162,35 @@ _PROBE_USER = "Hello! What is 2 + 3?"
 _SENTINEL = "\x00OLLATUNE-SYSTEM-SENTINEL\x00"
 
 
-def _default_system(render_jinja: RenderJinja, fam: ChatFamily, bos_token: str | None) -> tuple[bool, str | None]:
+def _go_templates(fam: ChatFamily) -> list[str]:
+    """The family's Go TEMPLATE and, for a family that writes a date (Llama 3.1/3.2's system header), the same
+    TEMPLATE with today's date: a template that renders ``strftime_now`` is matched by the date it renders now,
+    which the registered TEMPLATE then keeps (Ollama cannot render a date in that format)."""
+    templates = [fam.go_template]
+    if fam.pinned_date and fam.date_format:
+        import datetime
+
+        today = fam.go_template_for_date(datetime.datetime.now().strftime(fam.date_format))
+        if today not in templates:
+            templates.append(today)
+    return templates
+
+
+def _default_system(render_jinja: RenderJinja, fam: ChatFamily, bos_token: str | None,
+                    go_template: str | None = None) -> tuple[bool, str | None]:
     """(usable, injected system text) for a family; usable is False when the shapes cannot match."""
     from serve.gotemplate import render_ollama
     from serve.parity import _strip_bos
 
+    go_template = go_template or fam.go_template
     try:
         raw = render_jinja([{"role": "user", "content": _PROBE_USER}], True)
     except Exception:  # noqa: BLE001 - a template that refuses the probe is not this family
         return False, None
-    plain = render_ollama(fam.go_template, [{"role": "user", "content": _PROBE_USER}])
+    plain = render_ollama(go_template, [{"role": "user", "content": _PROBE_USER}])
     if _strip_bos(raw, bos_token, plain) == plain:
         return True, None
-    with_sys = render_ollama(fam.go_template, [{"role": "system", "content": _SENTINEL}, {"role": "user", "content": _PROBE_USER}])
+    with_sys = render_ollama(go_template, [{"role": "system", "content": _SENTINEL}, {"role": "user", "content": _PROBE_USER}])
     if _SENTINEL not in with_sys:
         return False, None
     jinja = _strip_bos(raw, bos_token, with_sys)
@@ -198,16 +216,20 @@ def detect_template(
     tried: list[str] = []
     for name in families or list(FAMILIES):
         fam = template_for_family(name)
-        usable, system = _default_system(render_jinja, fam, bos_token)
-        if not usable:
-            tried.append(f"{fam.name}: the single-turn prompt has a different shape")
-            continue
-        spec = spec_for_family(fam.name, system=system, extra_stop=[eos_token] if eos_token else None)
-        report = check_parity(render_jinja, spec, bos_token=bos_token)
-        if report.ok:
-            return spec
-        bad = report.first_failure()
-        tried.append(f"{fam.name}: {bad.summary() if bad else 'no conversation could be rendered'}")
+        reason = ""
+        for go_template in _go_templates(fam):
+            usable, system = _default_system(render_jinja, fam, bos_token, go_template)
+            if not usable:
+                reason = reason or "the single-turn prompt has a different shape"
+                continue
+            spec = spec_for_family(fam.name, system=system, extra_stop=[eos_token] if eos_token else None)
+            spec.go_template = go_template
+            report = check_parity(render_jinja, spec, bos_token=bos_token)
+            if report.ok:
+                return spec
+            bad = report.first_failure()
+            reason = bad.summary() if bad else "no conversation could be rendered"
+        tried.append(f"{fam.name}: {reason}")
     raise TemplateDetectionError(
         "the model's chat template matches none of the known families; tried:\n  " + "\n  ".join(tried)
     )
