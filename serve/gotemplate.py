@@ -5,7 +5,8 @@ Supported: text and ``{{ pipeline }}`` actions, ``{{-``/``-}}`` whitespace trimm
 ``break``/``continue``, variables (``$x := ...``, ``$x = ...``, ``$``, ``$.Messages``, ``$m.Content``),
 field chains on dicts and objects, parenthesised sub-pipelines (``(index .Messages 0).Role``), pipes
 (``.Content | print``), string/raw-string/char/number/bool/nil literals, and the functions
-``eq ne lt le gt ge and or not len slice index print printf println`` plus Ollama's ``json``.
+``eq ne lt le gt ge and or not len slice index print printf println`` plus Ollama's ``json`` and
+``toTypeScriptType``.
 
 Data is plain Python: dicts (keys looked up as written, then lower-cased so ``.Role`` finds ``"role"``),
 lists, strings, numbers, booleans and ``None``. As with Ollama (``missingkey=zero`` on struct fields), a
@@ -16,7 +17,11 @@ Unknown syntax (``define``, ``template``, ``block``, unknown functions, stray ``
 
 :func:`render_ollama` emulates how Ollama executes a model TEMPLATE for a chat (``template.Execute``):
 consecutive messages of one role are merged, system messages are joined into ``.System``, templates
-that do not use ``.Messages`` are rendered turn by turn with ``.System/.Prompt/.Response``.
+that do not use ``.Messages`` are rendered turn by turn with ``.System/.Prompt/.Response``. Tool
+definitions and tool calls reach the template as Ollama's Go types do: ``{{ . }}`` of a tool,
+``{{ .Tools }}``, ``{{ .Function.Arguments }}`` and ``{{ .Function.Parameters.Properties }}`` print JSON
+(encoding/json: struct fields in declaration order with ``omitempty``, map keys sorted, compact,
+``<>&`` escaped), ``{{ .Function }}`` and ``{{ .Function.Parameters }}`` print as fmt prints a struct.
 """
 
 from __future__ import annotations
@@ -531,13 +536,9 @@ def _truth(v: Any) -> bool:
     return True
 
 
-def _go_float(f: float) -> str:
-    if math.isinf(f):
-        return "+Inf" if f > 0 else "-Inf"
-    if math.isnan(f):
-        return "NaN"
-    if f == 0:
-        return "0"
+def _float_digits(f: float) -> tuple[str, str, int]:
+    """(sign, significant digits, decimal exponent of the first digit) of the shortest repr of a finite
+    non-zero float - the digits Go's strconv picks with precision -1."""
     r = repr(f)
     mant, _, exp = r.partition("e")
     sign = "-" if mant.startswith("-") else ""
@@ -546,16 +547,15 @@ def _go_float(f: float) -> str:
     if frac == "0":
         frac = ""
     digits = (intpart + frac).lstrip("0")
-    # decimal exponent of the first significant digit
     e10 = int(exp or 0)
     if intpart.strip("0"):
         e10 += len(intpart.lstrip("0")) - 1
     else:
         e10 -= len(frac) - len(frac.lstrip("0")) + 1
-    digits = digits.rstrip("0") or "0"
-    if e10 < -4 or e10 >= 21:
-        m = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
-        return f"{sign}{m}e{'-' if e10 < 0 else '+'}{abs(e10):02d}"
+    return sign, digits.rstrip("0") or "0", e10
+
+
+def _plain_decimal(sign: str, digits: str, e10: int) -> str:
     if e10 >= len(digits) - 1:
         return sign + digits + "0" * (e10 - len(digits) + 1)
     if e10 >= 0:
@@ -563,7 +563,24 @@ def _go_float(f: float) -> str:
     return sign + "0." + "0" * (-e10 - 1) + digits
 
 
+def _go_float(f: float) -> str:
+    """A float64 as fmt's %v prints it (strconv 'g', shortest): 0.0001, 123456, 1e+06, 1.5e-05."""
+    if math.isinf(f):
+        return "+Inf" if f > 0 else "-Inf"
+    if math.isnan(f):
+        return "NaN"
+    if f == 0:
+        return "-0" if math.copysign(1.0, f) < 0 else "0"
+    sign, digits, e10 = _float_digits(f)
+    if e10 < -4 or e10 >= 6:
+        m = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
+        return f"{sign}{m}e{'-' if e10 < 0 else '+'}{abs(e10):02d}"
+    return _plain_decimal(sign, digits, e10)
+
+
 def _fmt(v: Any) -> str:
+    if isinstance(v, _GoValue):
+        return v._go_print()
     if v is None:
         return ""
     if isinstance(v, str):
@@ -575,10 +592,19 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return _go_float(v)
     if isinstance(v, (list, tuple)):
-        return "[" + " ".join(_fmt(x) if x is not None else "<nil>" for x in v) + "]"
+        return _fmt_list(v)
     if isinstance(v, dict):
-        return "map[" + " ".join(f"{_fmt(k)}:{_fmt(v[k]) if v[k] is not None else '<nil>'}" for k in sorted(v, key=str)) + "]"
+        return "map[" + " ".join(f"{_fmt(k)}:{_fmt_nested(v[k])}" for k in sorted(v, key=str)) + "]"
     return str(v)
+
+
+def _fmt_nested(v: Any) -> str:
+    """A value inside a slice, map or struct, as fmt prints it there (nil is ``<nil>``)."""
+    return "<nil>" if v is None else _fmt(v)
+
+
+def _fmt_list(v: Any) -> str:
+    return "[" + " ".join(_fmt_nested(x) for x in v) + "]"
 
 
 def _sprint(*args: Any) -> str:
@@ -614,9 +640,381 @@ def _printf(fmt: str, *args: Any) -> str:
     return re.sub(r"%([-+ #0]*\d*(?:\.\d+)?)([a-zA-Z%])", sub, fmt)
 
 
+class _MarshalError(Exception):
+    pass
+
+
+_JSON_ESC_RE = re.compile(r'["\\\x00-\x1f<>&\u2028\u2029\ud800-\udfff]')
+_JSON_SHORT = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
+
+
+def _json_esc(m: re.Match, short: dict[str, str] = _JSON_SHORT) -> str:
+    ch = m.group()
+    if ch in short:
+        return short[ch]
+    o = ord(ch)
+    if 0xD800 <= o <= 0xDFFF:  # a lone surrogate: Go has no such string and writes U+FFFD for bad UTF-8
+        return "\\ufffd"
+    return f"\\u{o:04x}"
+
+
+_EASYJSON_SHORT = {k: v for k, v in _JSON_SHORT.items() if k not in "\b\f"}
+
+
+def _json_str(s: str, easyjson: bool = False) -> str:
+    """A string as encoding/json writes it: HTML-safe (``<>&`` as ``\\u003c\\u003e\\u0026``), U+2028/9
+    escaped, other non-ASCII as is. ``easyjson``: the key writer of the ordered maps Ollama keeps tool
+    properties in, which writes ``\\b``/``\\f`` as ``\\u0008``/``\\u000c``."""
+    if easyjson:
+        return '"' + _JSON_ESC_RE.sub(lambda m: _json_esc(m, _EASYJSON_SHORT), s) + '"'
+    return '"' + _JSON_ESC_RE.sub(_json_esc, s) + '"'
+
+
+def _json_float(f: float) -> str:
+    """A float64 as encoding/json writes it: 'f' format, 'e' below 1e-6 and from 1e21 (as 1e-7, 1e+21)."""
+    if math.isinf(f) or math.isnan(f):
+        raise _MarshalError(f"json: unsupported value: {_go_float(f)}")
+    if f == 0:
+        return "-0" if math.copysign(1.0, f) < 0 else "0"
+    sign, digits, e10 = _float_digits(f)
+    if abs(f) < 1e-6 or abs(f) >= 1e21:
+        m = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
+        return f"{sign}{m}e{'-' if e10 < 0 else '+'}{abs(e10) if e10 < 0 else f'{e10:02d}'}"
+    return _plain_decimal(sign, digits, e10)
+
+
+def _marshal(v: Any) -> str:
+    """``json.Marshal`` of a template value: Go types by their tags, maps with sorted keys, compact."""
+    if isinstance(v, _GoValue):
+        return v._go_marshal()
+    if v is None:
+        return "null"
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return _json_float(v)
+    if isinstance(v, str):
+        return _json_str(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(_marshal(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ",".join(f"{_json_str(_fmt(k))}:{_marshal(v[k])}" for k in sorted(v, key=str)) + "}"
+    return _json_str(str(v))
+
+
 def _go_json(v: Any) -> str:
-    s = json.dumps(v, ensure_ascii=False, separators=(",", ":"), default=str)
-    return s.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    """Ollama's ``json`` template function (and the ``String`` methods of its tool types): the marshalled
+    value, or the empty string when encoding/json refuses it (NaN, infinities)."""
+    try:
+        return _marshal(v)
+    except _MarshalError:
+        return ""
+
+
+# ------------------------------------------------------------- Ollama's Go types for tools and tool calls
+#
+# Ollama hands templates its own types (template/template.go: templateTools, templateTool,
+# templateToolFunction, templateToolFunctionParameters, templateProperties, templateToolCall,
+# templateToolCallFunction, templateArgs; api/types.go: ToolProperty, PropertyType, ToolPropertiesMap).
+# Some have a String method that returns their JSON, the others print as fmt prints a struct; all
+# marshal by their json tags. The classes below are those values, built from the request's JSON as
+# encoding/json decodes it into them (unknown keys dropped, keys matched case-insensitively, the
+# last one winning, numbers in ``any`` as float64).
+
+
+class _GoValue:
+    """A value of one of Ollama's Go types: printed as fmt prints it, marshalled as encoding/json does."""
+
+    __slots__ = ()
+
+    def _go_print(self) -> str:  # pragma: no cover - every subclass has its own
+        raise NotImplementedError
+
+    def _go_marshal(self) -> str:  # pragma: no cover
+        raise NotImplementedError
+
+
+class _GoSlice(list, _GoValue):
+    """A Go slice: ``nil`` tells a nil slice (JSON ``null``) from an empty one (``[]``); ``stringer``: its
+    type's String method returns its JSON (``templateTools``)."""
+
+    __slots__ = ("nil", "stringer")
+
+    def __init__(self, items: Any = (), nil: bool = False, stringer: bool = False) -> None:
+        super().__init__(items)
+        self.nil = nil and not self
+        self.stringer = stringer
+
+    def _go_print(self) -> str:
+        return _go_json(self) if self.stringer else _fmt_list(self)
+
+    def _go_marshal(self) -> str:
+        return "null" if self.nil else "[" + ",".join(_marshal(x) for x in self) + "]"
+
+
+class _PropertyType(_GoSlice):
+    """api.PropertyType: a JSON type name or a list of them; one name prints and marshals as the string."""
+
+    __slots__ = ()
+
+    def _go_print(self) -> str:
+        if not self:
+            return ""
+        return self[0] if len(self) == 1 else _fmt_list(self)
+
+    def _go_marshal(self) -> str:
+        return _json_str(self[0]) if len(self) == 1 else super()._go_marshal()
+
+
+class _GoMap(dict, _GoValue):
+    """A Go map whose String method returns its JSON (``templateArgs``, ``templateProperties``: keys
+    sorted, a nil map prints as ``{}`` and marshals as ``null``), or with ``ordered`` an api
+    ``ToolPropertiesMap`` (keys in the request's order)."""
+
+    __slots__ = ("nil", "ordered")
+
+    def __init__(self, items: Any = (), nil: bool = False, ordered: bool = False) -> None:
+        super().__init__(items)
+        self.nil = nil and not self
+        self.ordered = ordered
+
+    def _go_print(self) -> str:
+        # an ordered map is held by pointer, which fmt prints as an address; its JSON is the useful stand-in
+        return "{}" if self.nil else _go_json(self)
+
+    def _go_marshal(self) -> str:
+        if self.nil:
+            return "null"
+        keys = list(self) if self.ordered else sorted(self)
+        return "{" + ",".join(f"{_json_str(k, easyjson=self.ordered)}:{_marshal(self[k])}" for k in keys) + "}"
+
+
+class _GoStruct(_GoValue):
+    """A Go struct: ``FIELDS`` are (Go field, json key, omitempty: "" never, "empty" for a zero string,
+    slice or map, "nil" for a nil interface or pointer). Without a String method (``STRINGER``) fmt prints
+    ``{field field ...}``; a template can read only the declared fields."""
+
+    GO_TYPE = ""
+    FIELDS: tuple[tuple[str, str, str], ...] = ()
+    STRINGER = False
+
+    def __init__(self, **values: Any) -> None:
+        for name, _, _ in self.FIELDS:
+            setattr(self, name, values[name])
+
+    def has_field(self, name: str) -> bool:
+        return any(name == f for f, _, _ in self.FIELDS)
+
+    def _go_print(self) -> str:
+        if self.STRINGER:
+            return _go_json(self)
+        return "{" + " ".join(_fmt_nested(getattr(self, f)) for f, _, _ in self.FIELDS) + "}"
+
+    def _go_marshal(self) -> str:
+        parts = []
+        for name, key, omit in self.FIELDS:
+            v = getattr(self, name)
+            if (omit == "nil" and v is None) or (omit == "empty" and (v is None or v == "" or (
+                    isinstance(v, (list, dict)) and not v))):
+                continue
+            parts.append(f"{_json_str(key)}:{_marshal(v)}")
+        return "{" + ",".join(parts) + "}"
+
+    def __repr__(self) -> str:
+        return f"{self.GO_TYPE}{self._go_print()}"
+
+
+class _Tool(_GoStruct):
+    GO_TYPE = "template.templateTool"
+    FIELDS = (("Type", "type", ""), ("Items", "items", "nil"), ("Function", "function", ""))
+    STRINGER = True
+
+
+class _ToolFunction(_GoStruct):
+    GO_TYPE = "template.templateToolFunction"
+    FIELDS = (("Name", "name", ""), ("Description", "description", ""), ("Parameters", "parameters", ""))
+
+
+class _ToolParameters(_GoStruct):
+    GO_TYPE = "template.templateToolFunctionParameters"
+    FIELDS = (("Type", "type", ""), ("Defs", "$defs", "nil"), ("Items", "items", "nil"),
+              ("Required", "required", "empty"), ("Properties", "properties", ""))
+
+
+class _ToolProperty(_GoStruct):
+    GO_TYPE = "api.ToolProperty"
+    FIELDS = (("AnyOf", "anyOf", "empty"), ("Type", "type", "empty"), ("Items", "items", "nil"),
+              ("Description", "description", "empty"), ("Enum", "enum", "empty"),
+              ("Properties", "properties", "nil"), ("Required", "required", "empty"))
+
+
+class _ToolCall(_GoStruct):  # no json tags: marshalled with the Go field names
+    GO_TYPE = "template.templateToolCall"
+    FIELDS = (("ID", "ID", ""), ("Function", "Function", ""))
+
+
+class _ToolCallFunction(_GoStruct):
+    GO_TYPE = "template.templateToolCallFunction"
+    FIELDS = (("Index", "Index", ""), ("Name", "Name", ""), ("Arguments", "Arguments", ""))
+
+
+_ABSENT = object()
+
+
+def _key(obj: Any, name: str) -> Any:
+    """The value encoding/json decodes into the struct field tagged ``name``: keys match it exactly or
+    case-insensitively, and the last match wins."""
+    found: Any = _ABSENT
+    if isinstance(obj, dict):
+        low = name.lower()
+        for k, v in obj.items():
+            if isinstance(k, str) and k.lower() == low:
+                found = v
+    return found
+
+
+def _str_field(obj: Any, name: str) -> str:
+    v = _key(obj, name)
+    if v is _ABSENT or v is None:  # null leaves a string field as it is
+        return ""
+    return v if isinstance(v, str) else _fmt(v)
+
+
+def _obj_field(obj: Any, name: str) -> dict:
+    v = _key(obj, name)
+    return v if isinstance(v, dict) else {}
+
+
+def _any_value(v: Any) -> Any:
+    """A JSON value decoded into ``any``: objects become maps, numbers float64."""
+    if isinstance(v, dict):
+        return {str(k): _any_value(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_any_value(x) for x in v]
+    if isinstance(v, int) and not isinstance(v, bool):
+        try:
+            return float(v)
+        except OverflowError:
+            return v
+    return v
+
+
+def _any_field(obj: Any, name: str) -> Any:
+    v = _key(obj, name)
+    return None if v is _ABSENT else _any_value(v)
+
+
+def _slice_field(obj: Any, name: str, elem: Any) -> _GoSlice:
+    v = _key(obj, name)
+    if not isinstance(v, list):
+        return _GoSlice(nil=True)
+    return _GoSlice([elem(x) for x in v])
+
+
+def _string_elem(x: Any) -> str:
+    return "" if x is None else x if isinstance(x, str) else _fmt(x)
+
+
+def _property_type(obj: Any) -> _PropertyType:
+    v = _key(obj, "type")
+    if v is _ABSENT:
+        return _PropertyType(nil=True)
+    if isinstance(v, list):
+        return _PropertyType([_string_elem(x) for x in v])
+    return _PropertyType([_string_elem(v)])  # its UnmarshalJSON makes null [""]
+
+
+def _tool_property(obj: Any) -> _ToolProperty:
+    props = _key(obj, "properties")
+    return _ToolProperty(
+        AnyOf=_slice_field(obj, "anyOf", _tool_property),
+        Type=_property_type(obj),
+        Items=_any_field(obj, "items"),
+        Description=_str_field(obj, "description"),
+        Enum=_slice_field(obj, "enum", _any_value),
+        Properties=_GoMap({str(k): _tool_property(v) for k, v in props.items()}, ordered=True)
+        if isinstance(props, dict) else None,
+        Required=_slice_field(obj, "required", _string_elem),
+    )
+
+
+def _template_tool(obj: Any) -> _Tool:
+    fn = _obj_field(obj, "function")
+    params = _obj_field(fn, "parameters")
+    props = _key(params, "properties")
+    return _Tool(
+        Type=_str_field(obj, "type"),
+        Items=_any_field(obj, "items"),
+        Function=_ToolFunction(
+            Name=_str_field(fn, "name"),
+            Description=_str_field(fn, "description"),
+            Parameters=_ToolParameters(
+                Type=_str_field(params, "type"),
+                Defs=_any_field(params, "$defs"),
+                Items=_any_field(params, "items"),
+                Required=_slice_field(params, "required", _string_elem),
+                Properties=_GoMap({str(k): _tool_property(v) for k, v in props.items()})
+                if isinstance(props, dict) else _GoMap(nil=True),
+            ),
+        ),
+    )
+
+
+def _template_tools(tools: Any) -> _GoSlice:
+    """``.Tools``: Ollama's templateTools, a nil one (printing ``null``) when the request has none."""
+    if tools is None:
+        return _GoSlice(nil=True, stringer=True)
+    if isinstance(tools, dict):
+        tools = [tools]
+    return _GoSlice([_template_tool(t) for t in tools], stringer=True)
+
+
+def _template_tool_call(obj: Any) -> _ToolCall:
+    fn = _obj_field(obj, "function")
+    args = _key(fn, "arguments")
+    if isinstance(args, str):  # OpenAI-style arguments: a JSON text
+        try:
+            args = json.loads(args)
+        except ValueError:
+            args = None
+    index = _key(fn, "index")
+    return _ToolCall(
+        ID=_str_field(obj, "id"),
+        Function=_ToolCallFunction(
+            Index=int(index) if isinstance(index, (int, float)) and not isinstance(index, bool) else 0,
+            Name=_str_field(fn, "name"),
+            Arguments=_GoMap({str(k): _any_value(v) for k, v in args.items()}) if isinstance(args, dict)
+            else _GoMap(nil=True),
+        ),
+    )
+
+
+def _template_tool_calls(calls: Any) -> _GoSlice:
+    """A message's ``.ToolCalls``: Ollama's []templateToolCall, nil when the message has none."""
+    if isinstance(calls, dict):
+        calls = [calls]
+    if not isinstance(calls, (list, tuple)) or not calls:
+        return _GoSlice(nil=True)
+    return _GoSlice([_template_tool_call(c) for c in calls])
+
+
+_TS_TYPES = {"string": "string", "number": "number", "integer": "number", "boolean": "boolean",
+             "array": "any[]", "object": "Record<string, any>", "null": "null"}
+
+
+def _to_typescript_type(v: Any) -> str:
+    """Ollama's ``toTypeScriptType``: a tool property's type as TypeScript (``any`` for other values)."""
+    if not isinstance(v, _ToolProperty):
+        return "any"
+    if v.AnyOf:
+        return " | ".join(_to_typescript_type(p) for p in v.AnyOf)
+    if not v.Type:
+        return "any"
+    return " | ".join(_TS_TYPES.get(t, "any") for t in v.Type)
 
 
 def _cmp_ok(a: Any, b: Any, name: str) -> None:
@@ -709,6 +1107,8 @@ def _slice(v: Any, *idx: Any) -> Any:
     if not (0 <= lo <= hi <= n):
         raise IndexError(f"slice index out of range: [{lo}:{hi}] with length {n}")
     out = seq[lo:hi]
+    if isinstance(v, _GoSlice):  # a slice keeps its type (a slice of .Tools still prints as JSON)
+        return type(v)(out, stringer=v.stringer)
     return out.decode("utf-8", "replace") if isinstance(v, str) else list(out)
 
 
@@ -729,12 +1129,21 @@ _FUNCS: dict[str, Any] = {
     "println": lambda *a: " ".join(_fmt(x) if x is not None else "<nil>" for x in a) + "\n",
     "printf": _printf,
     "json": _go_json,
+    "toTypeScriptType": _to_typescript_type,
 }
 
 
 def _get_field(obj: Any, name: str, pos: int, src: str) -> Any:
     if obj is None:
         return None
+    if isinstance(obj, _GoStruct):
+        if not obj.has_field(name):
+            raise TemplateRenderError(
+                f"can't evaluate field {name} in type {obj.GO_TYPE} at {_where(src, pos)} of the template"
+            )
+        return getattr(obj, name)
+    if isinstance(obj, _GoMap):  # a Go map: the key as written
+        return obj.get(name)
     if isinstance(obj, dict):
         if name in obj:
             return obj[name]
@@ -1033,10 +1442,11 @@ def _norm_message(m: Any) -> dict:
         "Role": m.get("role", m.get("Role", "")),
         "Content": m.get("content", m.get("Content", "")) or "",
     }
-    for src_key, dst in (("images", "Images"), ("tool_calls", "ToolCalls"), ("thinking", "Thinking"),
-                         ("tool_name", "ToolName"), ("name", "Name")):
+    for src_key, dst in (("images", "Images"), ("thinking", "Thinking"), ("tool_name", "ToolName"),
+                         ("tool_call_id", "ToolCallID"), ("name", "Name")):
         if m.get(src_key) is not None:
             out[dst] = m[src_key]
+    out["ToolCalls"] = _template_tool_calls(m.get("tool_calls", m.get("ToolCalls")))
     return out
 
 
@@ -1105,8 +1515,13 @@ def _cut_after_response(nodes: list) -> list:
 def render_ollama(template: str, messages: list[dict], tools: list | None = None, think: bool = False) -> str:
     """Render a chat prompt as Ollama's ``template.Execute`` does for ``/api/chat``.
 
-    ``messages`` use Ollama's JSON shape (``{"role": ..., "content": ...}``); the caller has already
-    prepended the model's SYSTEM when the chat has no system message (Ollama's chat handler does that).
+    ``messages`` use Ollama's JSON shape (``{"role": ..., "content": ...}``, an assistant's
+    ``tool_calls`` as ``[{"function": {"name": ..., "arguments": {...}}}]``, a tool result's
+    ``tool_name``); the caller has already prepended the model's SYSTEM when the chat has no system
+    message (Ollama's chat handler does that). ``tools`` is the request's list of tool definitions
+    (``[{"type": "function", "function": {"name", "description", "parameters"}}]``). Both reach the
+    template as Ollama's Go values, so ``{{ . }}`` in ``range .Tools``, ``{{ .Function.Arguments }}`` and
+    ``json`` print what Ollama prints.
     """
     tmpl = parse(template)
     msgs = [_norm_message(m) for m in messages]
@@ -1114,7 +1529,7 @@ def render_ollama(template: str, messages: list[dict], tools: list | None = None
     names = tmpl.vars()
     if "messages" in names or "document" in names:
         return tmpl.render(
-            {"System": system, "Messages": msgs, "Tools": tools, "Response": "", "Think": think,
+            {"System": system, "Messages": msgs, "Tools": _template_tools(tools), "Response": "", "Think": think,
              "IsThinkSet": False, "Query": "", "Document": "", "Instruction": ""}
         )
     # legacy template: rendered turn by turn with .System/.Prompt/.Response
