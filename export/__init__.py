@@ -40,23 +40,31 @@ class ExportResult(BaseModel):
     quants: dict[str, dict] = Field(default_factory=dict)  # every quantization: file, sha256 and its table row
 
 
-def to_gguf(source: ExportSource, ctx: RunContext, *, quant: str | list[str] = "q4_k_m", verify_tokens: int = 8,
+def to_gguf(source: ExportSource, ctx: RunContext, *, quant: str | list[str] = "q4_k_m", verify_tokens: int = 16,
             probes: list[tuple[list[dict], str]] | None = None) -> ExportResult:
-    """Merge (when there is an adapter), convert to f16, verify it against the HF model, then quantize to each
-    of ``quant`` (``"q4_k_m,q8_0"`` or a list; the first is the one registered) and measure each against the
-    f16 file through llama.cpp: size, bits per weight, perplexity on the probes' conversations and its delta,
-    greedy agreement, end-of-turn within the budget. ``probes`` are (messages, reference answer) pairs, e.g.
-    from the validation split; without them built-in questions are used and no perplexity is computed."""
+    """Check the architecture, the disk and the memory first (the estimate goes to the events), merge (when
+    there is an adapter), convert to f16 and check it against the HF model: template, special tokens,
+    tokenization, and greedy agreement on the first ``verify_tokens`` tokens of the probes (at least 90%;
+    the HF model is loaded only where the memory plan allows, on the GPU when there is one). Then quantize
+    to each of ``quant`` (``"q4_k_m,q8_0"`` or a list; the first is the one registered) and measure each
+    against the f16 file through llama.cpp: size, bits per weight, perplexity on the probes' conversations and
+    its delta, greedy agreement, end-of-turn within the budget. ``probes`` are (messages, reference answer)
+    pairs, e.g. from the validation split; without them built-in questions are used and no perplexity is
+    computed. Every file is written under a temporary name and renamed when complete, so an interrupted
+    export leaves no final file and a rerun starts the missing steps again."""
     from export.gguf_convert import convert_to_gguf, gguf_params, parse_quants, quantize
     from export.merge import merge_adapter
-    from export.verify import _measure, probe_ids, quant_row, verify_gguf
+    from export.preflight import plan_export
+    from export.verify import _measure, check_gguf, compare_greedy, hf_greedy, probe_ids, quant_row
 
     quants = parse_quants(quant)
     events = ctx.events("export")
     out = ctx.run_dir / "export" / source.label  # each model in its own folder, with its own Modelfile
-    out.mkdir(parents=True, exist_ok=True)
     native_log = ctx.run_dir / "export" / "llama.cpp.log"  # the quantizer's per-tensor chatter
     events.start(source=str(source.adapter_dir or source.base_dir), quant=",".join(quants), label=source.label)
+    plan = plan_export(source.base_dir, out, quants, merge=source.adapter_dir is not None,
+                       reference=verify_tokens > 0)
+    events.log(f"export plan: {plan.summary()}", **{"plan": plan.as_dict()})
     quantized = [q for q in quants if q != "f16"]
     steps = (1 if source.adapter_dir else 0) + 2 + len(quantized)
     done = 0
@@ -79,26 +87,35 @@ def to_gguf(source: ExportSource, ctx: RunContext, *, quant: str | list[str] = "
     done += 1
     events.progress(done, steps, "steps")
 
-    events.log("verifying the f16 GGUF against the HF model (template, BOS/EOS, tokens, greedy tokens)")
-    report = verify_gguf(f16, hf_dir, tokens=verify_tokens, strict=True)
-    events.log(f"f16 matches the HF model: {report.summary()}")
+    report = check_gguf(f16, hf_dir, log=native_log)
+    prompts, texts = probe_ids(hf_dir, probes)
+    n_params = gguf_params(f16)
+    ref = _measure(f16, prompts, texts, 64, log=native_log)
+    if verify_tokens > 0 and plan.reference:
+        hf = hf_greedy(hf_dir, prompts, verify_tokens, plan.reference)
+        compare_greedy(report, hf, ref.continuations, verify_tokens, strict=True)
+        report.reference = plan.reference
+        ties = f", {report.near_ties} parting at a near-tie" if report.near_ties else ""
+        events.log(f"f16 matches the HF model ({plan.reference}): template, BOS/EOS, tokenization; greedy tokens "
+                   f"equal on {report.agreement:.0%} of {len(prompts)} probes (first {verify_tokens} tokens{ties})")
+    else:
+        report.reference_note = plan.reference_note or "export.verify_tokens is 0"
+        events.log(f"f16 matches the HF model: template, BOS/EOS, tokenization; greedy tokens not compared: "
+                   f"{report.reference_note}", "warning" if verify_tokens > 0 else "info")
+    ppl = "" if ref.ppl is None else f", perplexity {ref.ppl:.3f} on {len(texts)} conversations"
+    events.log(f"f16 reference: {f16.stat().st_size / 2**20:.1f} MiB, "
+               f"{f16.stat().st_size * 8 / n_params:.2f} bits per weight{ppl}, end of turn "
+               f"{sum(ref.eot)}/{len(prompts)}")
     done += 1
     events.progress(done, steps, "steps")
 
     rows: dict[str, dict] = {}
-    if quantized:
-        prompts, texts = probe_ids(hf_dir, probes)
-        n_params = gguf_params(f16)
-        ref = _measure(f16, prompts, texts, 64)
-        ppl = "" if ref.ppl is None else f", perplexity {ref.ppl:.3f} on {len(texts)} conversations"
-        events.log(f"f16 reference: {f16.stat().st_size / 2**20:.1f} MiB, "
-                   f"{f16.stat().st_size * 8 / n_params:.2f} bits per weight{ppl}")
     artifact_id: int | None = None
     for q in quantized:
         final = out / f"{source.label}-{q}.gguf"
         events.log(f"quantizing to {q} with llama.cpp's quantizer (its log: {native_log.name})")
         quantize(f16, final, q, log=native_log)
-        row = quant_row(q, final, ref, prompts, texts, n_params=n_params)
+        row = quant_row(q, final, ref, prompts, texts, n_params=n_params, log=native_log)
         art = _record(ctx, source, "gguf", q, final, events)
         artifact_id = artifact_id or art
         rows[q] = {"path": str(final), "sha256": sha256_file(final), **row.summary()}
@@ -111,6 +128,9 @@ def to_gguf(source: ExportSource, ctx: RunContext, *, quant: str | list[str] = "
         events.progress(done, steps, "steps")
     if "f16" in quants:
         rows["f16"] = {"path": str(f16), "sha256": sha256_file(f16), "quant": "f16", "bytes": f16.stat().st_size,
+                       "bits_per_weight": round(f16.stat().st_size * 8 / n_params, 3),
+                       "ppl": None if ref.ppl is None else round(ref.ppl, 4), "ppl_delta": 0.0,
+                       "greedy_agreement": 1.0, "eot": f"{sum(ref.eot)}/{len(prompts)}", "warnings": [],
                        "status": "ok"}
     first = quants[0]
     final = f16 if first == "f16" else Path(rows[first]["path"])
@@ -118,7 +138,8 @@ def to_gguf(source: ExportSource, ctx: RunContext, *, quant: str | list[str] = "
         artifact_id = _last_id(ctx, f16)
     events.progress(steps, steps, "steps")
     sha = rows[first]["sha256"]
-    report_dict = {"f16": report.summary(), **{q: r for q, r in rows.items() if q != "f16"}}
+    report_dict = {"f16": report.summary(), "plan": plan.as_dict(),
+                   **{q: r for q, r in rows.items() if q != "f16"}}
     result = ExportResult(hf_dir=hf_dir, f16_gguf=f16, gguf=final, quant=first, sha256=sha,
                           bytes=final.stat().st_size, artifact_id=artifact_id, verify=report_dict, quants=rows)
     events.done(gguf=str(final), quant=first, bytes=result.bytes, quants=",".join(quants))

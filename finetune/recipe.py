@@ -118,7 +118,8 @@ class ExportSection(_Section):
                        "Several separated by commas are all made and measured; the first is registered.")
     probes: int = Field(8, ge=0, description="Held-out examples the quantized files are measured on (greedy "
                         "agreement with f16, perplexity, end of turn).")
-    verify_tokens: int = Field(8, ge=0, description="Greedy tokens compared between the HF model and the f16 GGUF.")
+    verify_tokens: int = Field(16, ge=0, description="Greedy tokens of each probe compared between the HF model and "
+                               "the f16 GGUF (at least 90% of the probes must agree); 0 skips loading the HF model.")
 
 
 class ServeSection(_Section):

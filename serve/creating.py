@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from serve.errors import ServeError
-from serve.gguf_info import GGUFError, read_gguf
+from workspace.gguf_info import GGUFError, read_gguf
 from serve.names import ApiError, full_name, normalize_digest, parse_name
 from serve.options import check_type
 from serve.store import (MEDIA_ADAPTER, MEDIA_LICENSE, MEDIA_MESSAGES, MEDIA_MODEL, MEDIA_PARAMS, MEDIA_SYSTEM,
@@ -183,6 +183,6 @@ def _template_from_gguf(store: ModelStore, hexd: str) -> tuple[str, list[str] | 
 
     try:
         spec = spec_from_gguf(store.blob_path(f"sha256:{hexd}"))
-    except ServeError:
+    except (ServeError, GGUFError):
         return "{{ .Prompt }}", None, None
     return spec.go_template, spec.stop, spec.system

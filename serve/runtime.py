@@ -35,6 +35,7 @@ from serve.api import RUNTIME_VERSION, OllamaApi, error_response
 from serve.errors import RuntimeStartError, ServeError
 from serve.names import ApiError
 from serve.openai_api import OpenAIApi, openai_error
+from workspace.gguf_info import GGUFError
 from serve.scheduler import SchedulerConfig
 from workspace.settings import is_loopback
 
@@ -134,7 +135,7 @@ def _wrap(fn, openai: bool = False):  # noqa: ANN001, ANN202
             return await fn(request)
         except ApiError as e:
             return err(e.status, e.message)
-        except ServeError as e:
+        except (ServeError, GGUFError) as e:
             return err(400, e.message)
         except Exception as e:  # noqa: BLE001 - never a bare 500 page: clients expect {"error": ...}
             log.exception("request failed")

@@ -130,6 +130,61 @@ def test_tuned_model_answers_korean_in_hangul_and_stops(pipeline_home):
     assert sum(r.done_reason == "stop" for r in replies) >= 3, [(r.done_reason, r.eval_count) for r in replies]
 
 
+def test_the_served_answer_is_llama_cpp_on_the_raw_gguf_with_the_jinja_prompt(pipeline_home, monkeypatch):
+    """The registered model, asked through the official ``ollama`` client, answers greedily exactly what
+    llama-cpp-python computes on the exported GGUF file for the prompt the tokenizer's Jinja chat template
+    renders: template, system prompt, BOS, stops and weights all survive the way to Ollama.
+
+    llama-cpp-python is loaded as the runtime loads models, without repacked weights (repacking changes
+    the rounding of the products, see serve.runner); everything else is its own default."""
+    import llama_cpp
+    import llama_cpp.llama as llama_module
+    import ollama
+    from transformers import AutoTokenizer
+
+    from serve import ensure_ollama
+    from workspace.events import null_events
+    from workspace.settings import Settings
+
+    home, _, _ = pipeline_home
+    (export_dir,) = [p for p in (home / "runs").glob("demo-ko-*/export/tuned") if (p / "Modelfile").exists()]
+    gguf = next(export_dir.glob("tuned-q4_k_m.gguf"))
+    tok = AutoTokenizer.from_pretrained(str(export_dir / "merged"))
+    questions = ["한국의 수도는 어디인가요?", "물은 몇 도에서 끓나요?"]
+    opts = {"temperature": 0, "seed": 1, "num_predict": 24, "repeat_penalty": 1.0, "top_k": 1}
+    endpoint = ensure_ollama(Settings(home=home).ensure(), null_events("serve"))
+    try:
+        client = ollama.Client(host=endpoint.host)
+        served = [client.chat(model="ollatune/e2e-tuned", messages=[{"role": "user", "content": q}], options=opts)
+                  for q in questions]
+    finally:
+        endpoint.close()
+
+    default_params = llama_module.llama_cpp.llama_model_default_params
+
+    def no_repack():  # noqa: ANN202
+        params = default_params()
+        params.use_extra_bufts = False
+        return params
+
+    monkeypatch.setattr(llama_module.llama_cpp, "llama_model_default_params", no_repack)
+    llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=2048, verbose=False)
+    eog = {t for t in range(llm.n_vocab()) if llama_cpp.llama_vocab_is_eog(llm._model.vocab, t)}
+    for q, reply in zip(questions, served):
+        prompt = tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
+                                         add_generation_prompt=True)
+        ids = llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+        out: list[int] = []
+        llm.reset()
+        for t in llm.generate(ids, top_k=1, top_p=1.0, temp=0.0, repeat_penalty=1.0):
+            if t in eog or len(out) >= 24:
+                break
+            out.append(int(t))
+        direct = llm.detokenize(out).decode("utf-8", errors="ignore")
+        assert reply.message.content == direct, (q, reply.message.content, direct)
+        assert reply.eval_count == len(out) or reply.done_reason == "stop"
+
+
 def test_report_and_runs_commands(pipeline_home):
     home, _, _ = pipeline_home
     runs = _cli(home, "runs")

@@ -185,7 +185,14 @@ def export_cmd(
         out.print(table)
         for w in warnings:
             out.print(f"  [yellow]warning[/] {escape(w)}")
-        out.print(f"  f16 {exp.f16_gguf}")
+        f16 = exp.verify.get("f16", {})
+        if f16.get("agreement") is not None:
+            ties = f", {f16['near_ties']} at a near-tie" if f16.get("near_ties") else ""
+            check = (f"greedy tokens equal to the HF model ({f16.get('reference')}) on {f16['agreement']:.0%} of "
+                     f"the probes (first {f16.get('tokens')} tokens{ties})")
+        else:
+            check = f"greedy tokens not compared with the HF model: {f16.get('reference_note') or '-'}"
+        out.print(f"  f16 {exp.f16_gguf}: {escape(check)}")
 
 
 @app.command("modelfile")

@@ -1,5 +1,6 @@
-"""The one GGUF metadata reader of the project: what the runtime, the template detector and the create
-checks need from a GGUF file, read without loading the model (``gguf.GGUFReader`` maps the file)."""
+"""The one GGUF metadata reader of the project: what the runtime, the template detector, the create checks
+and the base-model loader need from a GGUF file, read without loading the model (``gguf.GGUFReader`` maps
+the file)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from serve.errors import ServeError
+from workspace.errors import OllatuneError
 
 __all__ = ["GGUFInfo", "GGUFError", "read_gguf", "FILE_TYPES"]
 
@@ -18,7 +19,7 @@ FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9:
               19: "IQ2_XXS", 20: "IQ2_XS", 24: "IQ1_S", 25: "IQ4_NL", 26: "IQ3_S", 28: "IQ4_XS", 32: "BF16"}
 
 
-class GGUFError(ServeError):
+class GGUFError(OllatuneError):
     default_hint = "re-export or re-download the file; it may be truncated or not a GGUF file"
 
 
@@ -32,6 +33,11 @@ class GGUFInfo:
     add_bos: bool
     parameter_count: int
     tensor_names: frozenset[str] = field(default_factory=frozenset, repr=False)
+    special_texts: dict[int, str] = field(default_factory=dict, repr=False)  # id -> text of every *_token_id
+
+    def token_text(self, idx: int) -> str:
+        """The text of a token the metadata names as special (BOS, EOS, padding, EOT...)."""
+        return self.special_texts.get(int(idx), "")
 
     @property
     def architecture(self) -> str:
@@ -137,4 +143,7 @@ def _read(path_str: str, size: int, mtime_ns: int) -> GGUFInfo:
                     bos_token=token(meta.get("tokenizer.ggml.bos_token_id")),
                     eos_token=token(meta.get("tokenizer.ggml.eos_token_id")),
                     add_bos=bool(add_bos) if add_bos is not None else True, parameter_count=count,
-                    tensor_names=frozenset(t.name for t in reader.tensors))
+                    tensor_names=frozenset(t.name for t in reader.tensors),
+                    special_texts={int(v): token(v) for k, v in meta.items()
+                                   if k.startswith("tokenizer.ggml.") and k.endswith("_token_id")
+                                   and isinstance(v, int)})

@@ -182,7 +182,34 @@ def make_trainer(job: TrainJob, model: Any, tokenizer: Any, *, cuda: bool, dtype
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     trainer.ollatune_batch = (micro_batch, grad_accum)
+    write_training_examples(job, trainer, rows, tokenizer)
     return trainer, callback
+
+
+def write_training_examples(job: TrainJob, trainer: Any, rows: list[dict], tokenizer: Any, n: int = 3) -> Path | None:
+    """The first ``n`` rows exactly as the trainer will feed them (token ids, which of them carry the loss)
+    beside the rows they came from, to ``<run>/finetune/training_examples.json``: what the model learns is
+    checked there, not assumed (the served prompt must be these prompt tokens, one BOS at most)."""
+    from workspace.files import write_json_atomic
+
+    ds = trainer.train_dataset
+    if ds is None or not hasattr(ds, "__len__"):
+        return None
+    out = []
+    for i in range(min(n, len(ds), len(rows))):
+        ex = ds[i]
+        ids = [int(t) for t in ex["input_ids"]]
+        mask = [int(m) for m in (ex.get("completion_mask") or ex.get("assistant_masks") or [])]
+        out.append({"prompt": rows[i].get("prompt"), "completion": rows[i].get("completion"), "input_ids": ids,
+                    "completion_mask": mask, "text": tokenizer.decode(ids)})
+    bos = tokenizer.bos_token_id
+    doubled = sum(1 for ex in out if len(ex["input_ids"]) > 1 and bos is not None
+                  and ex["input_ids"][0] == ex["input_ids"][1] == bos)
+    if doubled:
+        job.events.log(f"{doubled} of the first {len(out)} training rows start with BOS twice", "warning")
+    return write_json_atomic(job.output_dir / "training_examples.json", {
+        "bos_token": tokenizer.bos_token, "bos_token_id": bos, "eos_token": tokenizer.eos_token,
+        "eos_token_id": tokenizer.eos_token_id, "examples": out})
 
 
 def metric_callback(job: TrainJob, total_steps: int, step_tokens: list[int], cuda: bool):  # noqa: ANN201
