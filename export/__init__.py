@@ -83,13 +83,13 @@ def to_gguf(source: ExportSource, ctx: RunContext, *, quant: str | list[str] = "
     f16 = out / f"{source.label}-f16.gguf"  # the label stays in the file name: Ollama shows it
     events.log(f"converting {hf_dir.name} to GGUF f16 with llama.cpp's converter")
     convert_to_gguf(hf_dir, f16, "f16")
-    _record(ctx, source, "gguf", "f16", f16, events)
+    n_params = gguf_params(f16)
+    _record(ctx, source, "gguf", "f16", f16, events, n_params)
     done += 1
     events.progress(done, steps, "steps")
 
     report = check_gguf(f16, hf_dir, log=native_log)
     prompts, texts = probe_ids(hf_dir, probes)
-    n_params = gguf_params(f16)
     ref = _measure(f16, prompts, texts, 64, log=native_log)
     if verify_tokens > 0 and plan.reference:
         hf = hf_greedy(hf_dir, prompts, verify_tokens, plan.reference)
@@ -116,7 +116,7 @@ def to_gguf(source: ExportSource, ctx: RunContext, *, quant: str | list[str] = "
         events.log(f"quantizing to {q} with llama.cpp's quantizer (its log: {native_log.name})")
         quantize(f16, final, q, log=native_log)
         row = quant_row(q, final, ref, prompts, texts, n_params=n_params, log=native_log)
-        art = _record(ctx, source, "gguf", q, final, events)
+        art = _record(ctx, source, "gguf", q, final, events, n_params)
         artifact_id = artifact_id or art
         rows[q] = {"path": str(final), "sha256": sha256_file(final), **row.summary()}
         ppl = "" if row.ppl is None else f", perplexity {row.ppl:.3f} ({row.ppl_delta:+.3f} vs f16)"
@@ -146,12 +146,14 @@ def to_gguf(source: ExportSource, ctx: RunContext, *, quant: str | list[str] = "
     return result
 
 
-def _record(ctx: RunContext, source: ExportSource, kind: str, quant: str | None, path: Path, events) -> int:  # noqa: ANN001
+def _record(ctx: RunContext, source: ExportSource, kind: str, quant: str | None, path: Path, events,  # noqa: ANN001
+            n_params: int | None = None) -> int:
     sha = sha256_tree(path)
     size = tree_bytes(path)
+    bpw = round(size * 8 / n_params, 4) if n_params else None
     with session_scope(ctx.store) as s:
         art = Artifact(training_run_id=source.training_run_id, kind=kind if source.adapter_dir or kind != "gguf"
-                       else "base-gguf", quant=quant, path=str(path), sha256=sha, bytes=size)
+                       else "base-gguf", quant=quant, path=str(path), sha256=sha, bytes=size, bits_per_weight=bpw)
         s.add(art)
         s.flush()
         art_id = art.id

@@ -106,6 +106,15 @@ def test_export_merges_converts_quantizes_and_verifies(trained, smollm2_base, ca
     plan = out.verify["plan"]
     assert plan["architecture"] == "LlamaForCausalLM" and 100e6 < plan["params"] < 200e6
     assert plan["disk_needed"] > out.f16_gguf.stat().st_size and set(plan["phases"]) >= {"merge", "convert"}
+    from sqlalchemy import select
+
+    from workspace.store import Artifact, session_scope
+
+    with session_scope(ctx.store) as s:
+        stored = {a.quant: a for a in s.scalars(select(Artifact).where(Artifact.kind == "gguf"))}
+        for q in ("q4_k_m", "q8_0"):
+            assert stored[q].bits_per_weight == pytest.approx(out.quants[q]["bits_per_weight"], abs=1e-3)
+            assert stored[q].sha256 == out.quants[q]["sha256"] and stored[q].bytes == out.quants[q]["bytes"]
     assert not list(out.gguf.parent.glob(".*.partial"))
     import llama_cpp
 
@@ -168,6 +177,48 @@ def test_an_interrupted_export_leaves_no_final_file_and_a_rerun_completes(traine
     assert out.gguf == folder / "interrupted-q8_0.gguf" and out.gguf.read_bytes()[:4] == b"GGUF"
     assert not stale.exists() and out.verify["f16"]["reference"] == ""
     assert "verify_tokens is 0" in out.verify["f16"]["reference_note"]
+
+
+def test_each_listed_quant_type_is_made_and_loads(smollm2_base, tmp_path):
+    """Every file type the export offers by name comes out of llama.cpp's quantizer as that type, and
+    llama.cpp loads it and computes a token."""
+    import llama_cpp
+
+    from export.gguf_convert import QUANT_TYPES, bits_per_weight, convert_to_gguf, gguf_params, quantize
+
+    f16 = convert_to_gguf(smollm2_base.hf_dir, tmp_path / "source-f16.gguf", "f16")
+    n = gguf_params(f16)
+    sizes = {}
+    for q in ("q4_0", "q4_k_s", "q4_k_m", "q5_k_m", "q6_k", "q8_0", "f16", "bf16"):
+        out = quantize(f16, tmp_path / f"base-{q}.gguf", q, log=tmp_path / "quant.log")
+        llm = llama_cpp.Llama(model_path=str(out), n_ctx=64, verbose=False, logits_all=True)
+        assert llm.metadata["general.file_type"] == str(getattr(llama_cpp, QUANT_TYPES[q]))
+        llm.eval(llm.tokenize("안녕하세요".encode()))
+        assert llm.scores[llm.n_tokens - 1].max() > llm.scores[llm.n_tokens - 1].min()
+        llm.close()
+        sizes[q] = bits_per_weight(out, n)
+        out.unlink()
+    assert sizes["q4_0"] < sizes["q5_k_m"] < sizes["q6_k"] < sizes["q8_0"] < sizes["f16"] == sizes["bf16"]
+
+
+def test_a_failing_f16_check_is_reported_as_failing(tmp_path):
+    """Fewer than 90% of the probes equal to the HF model: an error that says so; a parting at a near-tie
+    (the HF model's two best tokens within rounding of each other) counts as agreeing and is named."""
+    from export.verify import HFContinuation, VerifyReport, compare_greedy
+
+    def report():  # noqa: ANN202
+        return VerifyReport(tmp_path / "m-f16.gguf", "llama", True, 1, 2, True)
+
+    same = HFContinuation([5, 6, 7], [(5, 9, 3.0), (6, 9, 3.0), (7, 9, 3.0)])
+    tie = HFContinuation([5, 6, 7], [(5, 9, 3.0), (6, 8, 0.001), (7, 9, 3.0)])
+    wrong = HFContinuation([5, 6, 7], [(5, 9, 3.0), (6, 8, 2.5), (7, 9, 3.0)])
+    ok = compare_greedy(report(), [same, tie], [[5, 6, 7], [5, 8, 1]], tokens=3)
+    assert ok.agreement == 1.0 and ok.near_ties == 1 and ok.greedy_agreement == [1.0, 1 / 3]
+    with pytest.raises(ExportError, match="agree with the HF model on 50% of 2 probes") as e:
+        compare_greedy(report(), [same, wrong], [[5, 6, 7], [5, 8, 1]], tokens=3)
+    assert "probe 2 parts after 1 tokens" in e.value.message
+    quiet = compare_greedy(report(), [same, wrong], [[5, 6, 7], [5, 8, 1]], tokens=3, strict=False)
+    assert quiet.agreement == 0.5
 
 
 def test_quant_types_are_checked_by_name():

@@ -146,3 +146,39 @@ def test_hf_backend_qlora_with_bitsandbytes(small_model, tmp_path):
     assert done["backend"] == "hf" and done["steps"] == 4 and done["memory"]["peak_reserved_gib"] > 0
     cfg = json.loads(next((home / "runs").iterdir()).joinpath("finetune", "adapter", "adapter_config.json").read_text())
     assert cfg["use_rslora"] is True and cfg["r"] == 8
+
+
+def test_unsloth_trains_on_the_served_prompt_tokens(small_model, tmp_path):
+    """The exact ids Unsloth's patched trainer feeds (after its own tokenization and collator) against the
+    prompt the Modelfile TEMPLATE renders for the same messages: equal, one BOS at most. SmolLM2's BOS text
+    is its turn opener <|im_start|>, so Unsloth's "double BOS" check fires on the template text; what it
+    then does is tokenize without special tokens, which for this tokenizer (no BOS post-processor) removes
+    nothing: the record below shows it."""
+    from transformers import AutoTokenizer
+
+    from serve.chat_templates import detect_template
+    from serve.gotemplate import render_ollama
+    from serve.parity import ollama_chat_messages
+
+    home = tmp_path / "home"
+    args = ["finetune", "run", "cpu-smoke", *_sets(small_model, 1, ["train.backend=unsloth"])]
+    res = subprocess.run(_cli(args, home), cwd=REPO, env=_env(home), capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    (run_dir,) = list((home / "runs").iterdir())
+    record = json.loads((run_dir / "finetune" / "training_examples.json").read_text(encoding="utf-8"))
+    tok = AutoTokenizer.from_pretrained(str(small_model))
+
+    def render(messages, add_generation_prompt=True):  # noqa: ANN001, ANN202
+        return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+    spec = detect_template(render, bos_token=tok.bos_token, eos_token=tok.eos_token)
+    log = (run_dir / "finetune" / "worker.log").read_text(encoding="utf-8", errors="replace")
+    print("unsloth double-BOS message in the worker log:", "double BOS" in log)
+    for ex in record["examples"]:
+        ids, mask = ex["input_ids"], ex["completion_mask"]
+        assert not (ids[0] == ids[1] == tok.bos_token_id)
+        prompt_ids = ids[:mask.index(1)]
+        served = render_ollama(spec.go_template, ollama_chat_messages(ex["prompt"], spec.system))
+        assert prompt_ids == tok(served, add_special_tokens=False)["input_ids"], (tok.decode(prompt_ids), served)
+        answer = tok.decode([t for t, m in zip(ids, mask) if m])
+        assert answer.startswith(ex["completion"][0]["content"] + tok.eos_token)

@@ -67,6 +67,7 @@ class Artifact(Base):
     path: Mapped[str] = mapped_column(Text)
     sha256: Mapped[str] = mapped_column(String(64))
     bytes: Mapped[int] = mapped_column(Integer)
+    bits_per_weight: Mapped[float | None] = mapped_column(Float, nullable=True)  # GGUF files
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     training_run: Mapped[TrainingRun | None] = relationship(back_populates="artifacts")
