@@ -9,6 +9,7 @@ shard being read, which the kernel can reclaim, so they are upper bounds rather 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -78,17 +79,35 @@ def check_architecture(hf_dir: Path) -> str:
         raise ExportError(f"{cfg_path} names no architecture (\"architectures\" is missing)",
                           "save the model with transformers' save_pretrained, which writes it")
     arch = str(archs[0])
-    try:
-        from conversion import TEXT_MODEL_MAP
-    except ImportError:  # an older converter layout: it will say so itself
+    known = converter_architectures()
+    if known is None:  # an older converter layout: it will say so itself
         return arch
-    if arch not in TEXT_MODEL_MAP:
-        near = sorted(a for a in TEXT_MODEL_MAP if a.lower()[:5] == arch.lower()[:5])[:6]
+    if arch not in known:
+        near = sorted(a for a in known if a.lower()[:5] == arch.lower()[:5])[:6]
         raise ExportError(f"llama.cpp's converter does not support the architecture {arch} ({cfg_path})",
                           "export works for the architectures llama.cpp converts (Llama, Qwen2, Gemma, Mistral, "
                           "Phi-3, EXAONE, Granite, ...)" + (f"; close names it knows: {', '.join(near)}" if near
                                                            else ""))
     return arch
+
+
+@functools.lru_cache(maxsize=1)
+def converter_architectures() -> frozenset[str] | None:
+    """The architectures llama.cpp's converter registers (``conversion.TEXT_MODEL_MAP``), read from its source
+    without importing it (the import pulls in torch and every model module: seconds on a cold start)."""
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec("conversion")
+    if spec is None or not spec.origin:
+        return None
+    tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+    for node in tree.body:
+        target = node.target if isinstance(node, ast.AnnAssign) else (
+            node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else None)
+        if isinstance(target, ast.Name) and target.id == "TEXT_MODEL_MAP" and isinstance(node.value, ast.Dict):
+            return frozenset(k.value for k in node.value.keys if isinstance(k, ast.Constant))
+    return None
 
 
 def available_ram() -> int:

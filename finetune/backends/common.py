@@ -187,9 +187,10 @@ def make_trainer(job: TrainJob, model: Any, tokenizer: Any, *, cuda: bool, dtype
 
 
 def write_training_examples(job: TrainJob, trainer: Any, rows: list[dict], tokenizer: Any, n: int = 3) -> Path | None:
-    """The first ``n`` rows exactly as the trainer will feed them (token ids, which of them carry the loss)
-    beside the rows they came from, to ``<run>/finetune/training_examples.json``: what the model learns is
-    checked there, not assumed (the served prompt must be these prompt tokens, one BOS at most)."""
+    """The first ``n`` rows exactly as the trainer will feed them (token ids after the collator, which of them
+    carry the loss) beside the rows they came from, to ``<run>/finetune/training_examples.json``: what the
+    model learns is checked there, not assumed (the served prompt must be these prompt tokens, one BOS at
+    most)."""
     from workspace.files import write_json_atomic
 
     ds = trainer.train_dataset
@@ -198,8 +199,9 @@ def write_training_examples(job: TrainJob, trainer: Any, rows: list[dict], token
     out = []
     for i in range(min(n, len(ds), len(rows))):
         ex = ds[i]
-        ids = [int(t) for t in ex["input_ids"]]
-        mask = [int(m) for m in (ex.get("completion_mask") or ex.get("assistant_masks") or [])]
+        batch = trainer.data_collator([ex])  # what a step sees: the collator decides which tokens carry loss
+        ids = [int(t) for t in batch["input_ids"][0].tolist()]
+        mask = [int(lab != -100) for lab in batch["labels"][0].tolist()]
         out.append({"prompt": rows[i].get("prompt"), "completion": rows[i].get("completion"), "input_ids": ids,
                     "completion_mask": mask, "text": tokenizer.decode(ids)})
     bos = tokenizer.bos_token_id
