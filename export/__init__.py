@@ -41,7 +41,8 @@ class ExportResult(BaseModel):
 
 
 def to_gguf(source: ExportSource, ctx: RunContext, *, quant: str | list[str] = "q4_k_m", verify_tokens: int = 16,
-            probes: list[tuple[list[dict], str]] | None = None) -> ExportResult:
+            probes: list[tuple[list[dict], str]] | None = None, calibration: list[str] | None = None,
+            tools_sdist: Path | None = None) -> ExportResult:
     """Check the architecture, the disk and the memory first (the estimate goes to the events), merge (when
     there is an adapter), convert to f16 and check it against the HF model: template, special tokens,
     tokenization, and greedy agreement on the first ``verify_tokens`` tokens of the probes (at least 90%;
@@ -50,9 +51,11 @@ def to_gguf(source: ExportSource, ctx: RunContext, *, quant: str | list[str] = "
     against the f16 file through llama.cpp: size, bits per weight, perplexity of the probes' reference answers and
     its delta, greedy agreement, end-of-turn within the budget. ``probes`` are (messages, reference answer)
     pairs, e.g. from the validation split; without them built-in questions are used and no perplexity is
-    computed. Every file is written under a temporary name and renamed when complete, so an interrupted
-    export leaves no final file and a rerun starts the missing steps again."""
-    from export.gguf_convert import convert_to_gguf, gguf_params, parse_quants, quantize
+    computed. The i-quants (iq4_xs, ...) are made with an importance matrix computed by llama.cpp's imatrix
+    program over ``calibration`` (e.g. the training rows' text; the probes' when none), its programs built once
+    (``export.llama_tools``). Every file is written under a temporary name and renamed when complete, so an
+    interrupted export leaves no final file and a rerun starts the missing steps again."""
+    from export.gguf_convert import convert_to_gguf, gguf_params, needs_imatrix, parse_quants, quantize
     from export.merge import merge_adapter
     from export.preflight import plan_export
     from export.verify import _measure, check_gguf, compare_greedy, hf_greedy, probe_ids, quant_row
@@ -111,10 +114,25 @@ def to_gguf(source: ExportSource, ctx: RunContext, *, quant: str | list[str] = "
 
     rows: dict[str, dict] = {}
     artifact_id: int | None = None
+    imatrix = None
+    if any(needs_imatrix(q) for q in quantized):
+        from export.llama_tools import compute_imatrix, ensure_tools
+
+        tools = ensure_tools(ctx.settings.home, events, sdist=tools_sdist)
+        texts_for_matrix = calibration or [m["content"] for msgs, ref in (probes or []) for m in
+                                           [*msgs, {"content": ref}]]
+        events.log(f"computing the importance matrix of {f16.name} over {len(texts_for_matrix)} texts "
+                   f"with llama.cpp's imatrix")
+        imatrix = compute_imatrix(tools, f16, texts_for_matrix, out / f"{source.label}-imatrix.gguf", native_log)
     for q in quantized:
         final = out / f"{source.label}-{q}.gguf"
         events.log(f"quantizing to {q} with llama.cpp's quantizer (its log: {native_log.name})")
-        quantize(f16, final, q, log=native_log)
+        if needs_imatrix(q):
+            from export.llama_tools import quantize_with_imatrix
+
+            quantize_with_imatrix(tools, f16, final, q, imatrix, native_log)
+        else:
+            quantize(f16, final, q, log=native_log)
         row = quant_row(q, final, ref, prompts, texts, n_params=n_params, log=native_log)
         art = _record(ctx, source, "gguf", q, final, events, n_params)
         artifact_id = artifact_id or art

@@ -29,10 +29,14 @@ QUANT_TYPES = {
     "f16": "LLAMA_FTYPE_MOSTLY_F16",
     "bf16": "LLAMA_FTYPE_MOSTLY_BF16",
 }
-# The i-quants need an importance matrix (llama.cpp's imatrix) to be worth their size; without one they are
-# refused by name rather than produced badly.
+# The i-quants need an importance matrix (llama.cpp's imatrix) to be worth their size: the export computes
+# one over the training text with llama.cpp's own programs (export.llama_tools) and quantizes with it.
 IMATRIX_TYPES = ("iq1_s", "iq1_m", "iq2_xxs", "iq2_xs", "iq2_s", "iq2_m", "iq3_xxs", "iq3_xs", "iq3_s", "iq3_m",
                  "iq4_nl", "iq4_xs")
+
+
+def needs_imatrix(quant: str) -> bool:
+    return quant in IMATRIX_TYPES
 
 
 def parse_quants(spec: str | list[str]) -> list[str]:
@@ -42,11 +46,9 @@ def parse_quants(spec: str | list[str]) -> list[str]:
     for q in (x.strip().lower() for x in items):
         if not q:
             continue
-        if q in IMATRIX_TYPES:
-            raise ExportError(f"{q} needs an importance matrix, which this exporter does not compute yet",
-                              f"choose one of {', '.join(QUANT_TYPES)}")
-        if q not in QUANT_TYPES:
-            raise ExportError(f"unknown quantization {q!r}", f"choose one of {', '.join(QUANT_TYPES)}")
+        if q not in QUANT_TYPES and q not in IMATRIX_TYPES:
+            raise ExportError(f"unknown quantization {q!r}",
+                              f"choose one of {', '.join(QUANT_TYPES)} or an i-quant ({', '.join(IMATRIX_TYPES)})")
         if q not in out:
             out.append(q)
     if not out:
@@ -161,6 +163,9 @@ def quantize(in_file: Path, out_file: Path, quant: str, log: Path | None = None)
     import llama_cpp
 
     quant = parse_quants(quant)[0]
+    if needs_imatrix(quant):
+        raise ExportError(f"{quant} is quantized with an importance matrix (export.llama_tools), not here",
+                          "export through export.to_gguf, which computes the matrix")
     ensure_free_space(out_file.parent, in_file.stat().st_size + (16 << 20), f"quantizing to {quant}")
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, QUANT_TYPES[quant])

@@ -23,7 +23,9 @@ GIB = 2**30
 # llama.cpp's typical sizes (bits per weight over the whole file) for a 7-8B model; small models with a
 # large vocabulary come out somewhat larger (the token embeddings are kept at higher precision).
 APPROX_BPW = {"q2_k": 3.0, "q3_k_m": 3.9, "q4_0": 4.6, "q4_1": 5.0, "q4_k_s": 4.6, "q4_k_m": 4.9, "q5_0": 5.6,
-              "q5_k_s": 5.6, "q5_k_m": 5.7, "q6_k": 6.6, "q8_0": 8.5, "f16": 16.0, "bf16": 16.0}
+              "q5_k_s": 5.6, "q5_k_m": 5.7, "q6_k": 6.6, "q8_0": 8.5, "f16": 16.0, "bf16": 16.0,
+              "iq1_s": 1.6, "iq1_m": 1.8, "iq2_xxs": 2.1, "iq2_xs": 2.3, "iq2_s": 2.5, "iq2_m": 2.7, "iq3_xxs": 3.1,
+              "iq3_xs": 3.3, "iq3_s": 3.5, "iq3_m": 3.7, "iq4_nl": 4.5, "iq4_xs": 4.3}
 WRITER_BUFFER = 1 << 30  # export.merge writes 1 GiB shards
 RUNTIME_OVERHEAD = int(0.7 * GIB)  # the Python process with torch imported
 
@@ -164,7 +166,7 @@ def plan_export(base_dir: Path, out_dir: Path, quants: list[str], *, merge: bool
     arch = check_architecture(base_dir)
     w = read_weights(base_dir)
     p16 = 2 * w.params
-    disk = (p16 if merge else 0) + p16 + sum(int(w.params * APPROX_BPW[q] / 8) for q in quants if q != "f16")
+    disk = (p16 if merge else 0) + p16 + sum(int(w.params * APPROX_BPW.get(q, 16.0) / 8) for q in quants if q != "f16")
     disk += max(p16, 64 << 20)  # a file being written sits under a temporary name beside the others
     out_dir.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(out_dir).free if disk_free is None else disk_free

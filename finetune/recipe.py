@@ -115,7 +115,9 @@ class TrainSection(_Section):
 class ExportSection(_Section):
     quant: str = Field("q4_k_m", pattern=r"^\s*[A-Za-z0-9_]+\s*(,\s*[A-Za-z0-9_]+\s*)*$",
                        description="llama.cpp file type(s): q4_0, q4_k_s, q4_k_m, q5_k_m, q6_k, q8_0, f16, bf16, ... "
-                       "Several separated by commas are all made and measured; the first is registered.")
+                       "and the i-quants (iq4_xs, iq3_m, ...: made with an importance matrix over the training "
+                       "text, llama.cpp's programs built once). Several separated by commas are all made and "
+                       "measured; the first is registered.")
     probes: int = Field(8, ge=0, description="Held-out examples the quantized files are measured on (greedy "
                         "agreement with f16, perplexity, end of turn).")
     verify_tokens: int = Field(16, ge=0, description="Greedy tokens of each probe compared between the HF model and "

@@ -283,13 +283,30 @@ class _Runner:
 
             held = read_eval_examples(self.result.data.heldout_path)[: recipe.export.probes]
             probes = [(ex.chat(), ex.reference) for ex in held]
-            opts = {"quant": recipe.export.quant, "verify_tokens": recipe.export.verify_tokens, "probes": probes}
+            opts = {"quant": recipe.export.quant, "verify_tokens": recipe.export.verify_tokens, "probes": probes,
+                    "calibration": self._calibration_texts()}
             tuned = to_gguf(ExportSource(base_dir=base.hf_dir, adapter_dir=trained.adapter_dir,
                                          training_run_id=trained.training_run_id, label="tuned"), self.ctx, **opts)
             vanilla = to_gguf(ExportSource(base_dir=base.hf_dir, label="vanilla"), self.ctx, **opts)
             exported = ExportedModels(tuned=tuned, vanilla=vanilla)
             self.markers.save("export", inputs, exported, [tuned.gguf, vanilla.gguf])
         self.result.exported = exported
+
+    def _calibration_texts(self, limit: int = 512) -> list[str] | None:
+        """The training rows' text, for the importance matrix of i-quants (read only when one is asked for)."""
+        from export.gguf_convert import needs_imatrix, parse_quants
+
+        if not any(needs_imatrix(q) for q in parse_quants(self.recipe.export.quant)):
+            return None
+        import json
+
+        texts = []
+        for line in self.result.data.train_path.read_text(encoding="utf-8").splitlines()[:limit]:
+            if line.strip():
+                row = json.loads(line)
+                texts.append("\n".join(m.get("content", "") for m in [*row.get("prompt", []),
+                                                                       *row.get("completion", [])]))
+        return texts
 
     # -- serve
     def _serve(self, endpoint: OllamaEndpoint, base: ResolvedBase) -> None:

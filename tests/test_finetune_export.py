@@ -201,6 +201,25 @@ def test_each_listed_quant_type_is_made_and_loads(smollm2_base, tmp_path):
     assert sizes["q4_0"] < sizes["q5_k_m"] < sizes["q6_k"] < sizes["q8_0"] < sizes["f16"] == sizes["bf16"]
 
 
+def test_an_i_quant_is_made_with_an_importance_matrix_over_the_training_text(trained, smollm2_base):
+    """iq4_xs: llama.cpp's imatrix and quantize programs (built once from the installed llama-cpp-python's
+    source) compute the matrix over the training rows and quantize with it; the file loads, is an IQ4_XS
+    file and is measured like every other quantization."""
+    import llama_cpp
+
+    _settings, _recipe, ctx, data, result = trained
+    rows = [json.loads(x) for x in data.train_path.read_text(encoding="utf-8").splitlines() if x.strip()]
+    calibration = ["\n".join(m["content"] for m in [*r["prompt"], *r["completion"]]) for r in rows]
+    source = ExportSource(base_dir=smollm2_base.hf_dir, adapter_dir=result.adapter_dir, label="iquant")
+    out = to_gguf(source, ctx, quant="iq4_xs", verify_tokens=0, calibration=calibration)
+    row = out.quants["iq4_xs"]
+    llm = llama_cpp.Llama(model_path=row["path"], n_ctx=64, verbose=False, vocab_only=True)
+    assert llm.metadata["general.file_type"] == str(llama_cpp.LLAMA_FTYPE_MOSTLY_IQ4_XS)
+    assert (ctx.run_dir / "export" / "iquant" / "iquant-imatrix.gguf").stat().st_size > 0
+    assert 4 < row["bits_per_weight"] < 8 and row["status"] in ("ok", "warning")
+    assert out.gguf.stat().st_size < out.f16_gguf.stat().st_size / 2
+
+
 def test_a_failing_f16_check_is_reported_as_failing(tmp_path):
     """Fewer than 90% of the probes equal to the HF model: an error that says so; a parting at a near-tie
     (the HF model's two best tokens within rounding of each other) counts as agreeing and is named."""
@@ -225,8 +244,7 @@ def test_quant_types_are_checked_by_name():
     from export.gguf_convert import parse_quants
 
     assert parse_quants("q4_k_m, Q8_0,q4_k_m") == ["q4_k_m", "q8_0"]
-    with pytest.raises(ExportError, match="importance matrix"):
-        parse_quants("iq4_xs")
+    assert parse_quants("IQ4_XS,q4_k_m") == ["iq4_xs", "q4_k_m"]  # i-quants: made with an importance matrix
     with pytest.raises(ExportError, match="unknown quantization 'q9'"):
         parse_quants("q4_k_m,q9")
 

@@ -145,7 +145,9 @@ def _fmt(value, spec: str) -> str:  # noqa: ANN001
 def export_cmd(
     run_id: Annotated[str, typer.Argument(help="A run id (folder under $OLLATUNE_HOME/runs, see `ollatune runs`).")],
     quant: Annotated[str, typer.Option(help="llama.cpp file types, comma-separated: q4_0, q4_k_s, q4_k_m, q5_k_m, "
-                                            "q6_k, q8_0, f16, bf16, ... The first is the one registered.")] = "q4_k_m",
+                                            "q6_k, q8_0, f16, bf16, ... and i-quants (iq4_xs, iq3_m, ...: made "
+                                            "with an importance matrix over the training text). The first is "
+                                            "the one registered.")] = "q4_k_m",
     events: Annotated[str, typer.Option(help="`jsonl` also writes every event to stdout as JSON lines.")] = "none",
 ) -> None:
     """Export a trained run again: merge, f16, each quantization, and the table that measures each against
