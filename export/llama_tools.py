@@ -109,10 +109,6 @@ def compute_imatrix(tools: dict[str, Path], gguf: Path, texts: list[str], out: P
         _run([str(tools["llama-imatrix"]), "-m", str(gguf), "-f", str(calib), "-o", str(tmp), "-c", str(ctx),
               "--chunks", str(chunks), "-t", str(os.cpu_count() or 1), "--no-ppl"], log,
              f"computing the importance matrix of {gguf.name}")
-        if not tmp.exists():  # some releases append their own suffix
-            alt = sorted(tmp.parent.glob(tmp.name + "*"))
-            if alt:
-                alt[0].rename(tmp)
     return out
 
 

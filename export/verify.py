@@ -350,7 +350,7 @@ def quant_row(quant: str, path: Path, ref: Reference, probes: list[list[int]], t
     """One line of the quantization table; warnings (never "verified") when the quantized file strays."""
     from export.gguf_convert import bits_per_weight
 
-    got = _measure(path, probes, texts, budget, log=log) if log is not None else _measure(path, probes, texts, budget)
+    got = _measure(path, probes, texts, budget, log=log)
     same = sum(1 for a, b in zip(ref.continuations, got.continuations) if a[:agree_tokens] == b[:agree_tokens])
     agreement = same / max(len(probes), 1)
     row = QuantRow(quant, path, path.stat().st_size, bits_per_weight(path, n_params), got.ppl,

@@ -137,7 +137,7 @@ def test_a_straying_quantization_is_a_warning_not_verified(tmp_path, monkeypatch
 
     ref = v.Reference(continuations=[[1, 2, 3], [4, 5, 6]], eot=[True, True], ppl=10.0)
 
-    def fake_measure(path, probes, texts, budget):  # noqa: ANN001, ANN202
+    def fake_measure(path, probes, texts, budget, log=None):  # noqa: ANN001, ANN202
         return v.Reference(continuations=[[1, 2, 3], [9, 9, 9]], eot=[True, False], ppl=12.5)
 
     f = tmp_path / "x.gguf"
