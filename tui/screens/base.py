@@ -1,0 +1,133 @@
+"""What every top-level screen of the TUI shares: the navigation line (the seven screens, the job's state
+on the right), the footer, and a hook that the app calls for each event of the running job.
+
+A screen subclasses :class:`OllatuneScreen`, sets ``NAV`` to its entry in :data:`NAV_ITEMS` (or leaves it
+empty for a screen pushed on top of one, such as a run's live view), writes ``HELP`` (shown by ``?``), and
+yields its widgets from :meth:`compose_body`. Only characters that Windows Terminal's default font (Cascadia
+Mono) has are used; see :data:`tui.glyphs.SAFE_RANGES`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.events import Click
+from textual.screen import Screen
+from textual.widget import Widget
+from textual.widgets import Footer, Static
+
+if TYPE_CHECKING:
+    from tui.app import JobState
+
+# (mode name, key, label): the app binds each key to switch to that screen.
+NAV_ITEMS: tuple[tuple[str, str, str], ...] = (
+    ("home", "1", "Home"),
+    ("data", "2", "Data"),
+    ("train", "3", "Train"),
+    ("export", "4", "Export"),
+    ("models", "5", "Models"),
+    ("evals", "6", "Evals"),
+    ("history", "7", "History"),
+)
+
+JOB_STYLE = {"starting": "yellow", "running": "yellow", "done": "green", "failed": "red", "cancelled": "magenta"}
+
+
+def job_badge(job: JobState | None) -> Text:
+    """The job's state in a few cells, for the navigation line: ``job: train running``."""
+    if job is None:
+        return Text("no job", style="dim")
+    state = "cancelling" if job.running and job.cancel_requested else job.state
+    return Text.assemble(("job ", "dim"), (job.label, "bold"), " ", (state, JOB_STYLE.get(job.state, "")))
+
+
+class NavTabs(Static):
+    """``1 Home  2 Data  ...``, the current screen highlighted; a click switches screens."""
+
+    DEFAULT_CSS = "NavTabs { width: 1fr; height: 1; }"
+
+    def __init__(self, current: str) -> None:
+        super().__init__(id="nav-tabs")
+        self.current = current
+        self._spans: list[tuple[int, int, str]] = []
+
+    def render(self) -> Text:
+        text = Text()
+        self._spans = []
+        text.append("ollatune ", style="bold")
+        for mode, key, label in NAV_ITEMS:
+            start = len(text)
+            if mode == self.current:
+                text.append(f"{key} {label}", style="reverse bold")
+            else:
+                text.append(key, style="bold")
+                text.append(f" {label}", style="")
+            self._spans.append((start, len(text), mode))
+            text.append(" ")
+        return text
+
+    def on_click(self, event: Click) -> None:
+        for start, end, mode in self._spans:
+            if start <= event.x < end:
+                self.app.switch_mode(mode)
+                return
+
+
+class NavBar(Horizontal):
+    """The first line of every screen."""
+
+    DEFAULT_CSS = """
+    NavBar { height: 1; background: $boost; }
+    NavBar > #nav-job { width: auto; padding: 0 1; }
+    """
+
+    def __init__(self, current: str) -> None:
+        super().__init__(id="nav")
+        self.current = current
+
+    def compose(self) -> ComposeResult:
+        yield NavTabs(self.current)
+        yield Static(job_badge(getattr(self.app, "job", None)), id="nav-job")
+
+    def show_job(self, job: JobState | None) -> None:
+        self.query_one("#nav-job", Static).update(job_badge(job))
+
+
+class OllatuneScreen(Screen):
+    """A screen with the navigation line on top and the footer below its own widgets."""
+
+    NAV: ClassVar[str] = ""  # the NAV_ITEMS mode this screen is; "" for screens pushed on top
+    HELP: ClassVar[str] = ""  # what the screen is for and how to use it, shown by `?` (Rich markup)
+
+    def compose(self) -> ComposeResult:
+        yield NavBar(self.NAV)
+        yield from self.compose_body()
+        yield Footer()
+
+    def compose_body(self) -> Iterable[Widget]:
+        """The screen's own widgets, between the navigation line and the footer."""
+        return ()
+
+    def on_mount(self) -> None:
+        add = getattr(self.app, "add_job_listener", None)
+        if add is not None:
+            add(self._on_job)
+
+    def on_unmount(self) -> None:
+        remove = getattr(self.app, "remove_job_listener", None)
+        if remove is not None:
+            remove(self._on_job)
+
+    def _on_job(self, job: JobState, event: dict[str, Any] | None) -> None:
+        if not self.is_mounted:
+            return
+        for bar in self.query(NavBar):
+            bar.show_job(job)
+        self.job_changed(job, event)
+
+    def job_changed(self, job: JobState, event: dict[str, Any] | None) -> None:
+        """Called for each event of the app's job (``event``) and each change of its state (``None``)."""
