@@ -1,30 +1,22 @@
 """Jobs started from the TUI: child processes of the same CLI whose JSON events the screens render;
-cancelling, failing, quitting with one running, reattaching."""
+cancelling, resuming, failing, quitting with one running, reattaching."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import sys
-import time
 
-import pytest
-
-from tui.app import JobEvent, JobProgress, JobState, OllatuneApp
-from tui.screens.compare import CompareScreen
-from tui.screens.run import RunScreen
-from tui.screens.runs import RunsScreen, RunsTable
-from tui.screens.sources import EventTail, load_runs, summarize_events
+from tests.tui_helpers import screen_text, wait_until, workspace  # noqa: F401 - workspace is a fixture
+from tui.app import JobEvent, JobProgress, JobState, OllatuneApp, QuitScreen
+from tui.jobs import pid_alive, read_current
+from tui.render import fmt_value
+from tui.screens.run import RunScreen, last_training_curve
 from tui.widgets.event_log import EventLog
-from tui.widgets.loss_plot import LossPlot
+from tui.widgets.loss_plot import LossPlot, step_ticks
 from tui.widgets.stage_progress import StageProgress
-from tests.tui_helpers import (  # noqa: F401 - workspace is a fixture
-    EXAMPLES,
-    RUN_ID,
-    _cell_text,
-    wait_until,
-    workspace,
-)
 
 
 # Jobs: the app starts a child process and renders the JSON events it prints.
@@ -33,7 +25,7 @@ JOB_OK = """
 import json, sys
 def emit(**e):
     print(json.dumps({"ts": 1.0, "run": "job-run", **e}), flush=True)
-emit(stage="pipeline", type="start", recipe=sys.argv[1] if len(sys.argv) > 1 else "?")
+emit(stage="pipeline", type="start", recipe=sys.argv[2] if len(sys.argv) > 2 else "?")
 emit(stage="finetune", type="start")
 print("a library printing to stdout", flush=True)
 for step, loss in ((1, 1.0), (2, 0.5), (3, 0.25)):
@@ -66,22 +58,47 @@ time.sleep(60)
 """
 
 
+JOB_WAITS = """
+import json, os, sys, time
+def emit(**e):
+    print(json.dumps({"ts": 1.0, "run": "job-run", **e}), flush=True)
+emit(stage="finetune", type="start")
+emit(stage="finetune", type="metric", step=1, loss=1.0)
+go = os.path.join(os.path.dirname(os.path.abspath(__file__)), "go")
+deadline = time.time() + 120
+while not os.path.exists(go) and time.time() < deadline:  # until the test lets it finish
+    time.sleep(0.05)
+emit(stage="finetune", type="metric", step=2, loss=0.5)
+emit(stage="finetune", type="done", steps=2)
+"""
+
+JOB_SKIPS = """
+import json
+def emit(**e):
+    print(json.dumps({"ts": 2.0, "run": "demo-ko-x", **e}), flush=True)
+emit(stage="pipeline", type="start")
+emit(stage="finetune", type="start")
+emit(stage="finetune", type="done", skipped=True)
+emit(stage="pipeline", type="done")
+"""
+
+
 def _script(tmp_path, source: str) -> list[str]:  # noqa: ANN001
     path = tmp_path / "job.py"
     path.write_text(source, encoding="utf-8")
-    return [sys.executable, str(path), "demo-ko"]
+    return [sys.executable, str(path)]
 
 
 def _notifications(app) -> list:  # noqa: ANN001
     return list(app._notifications)
 
 
-async def _start_job(app, pilot) -> None:  # noqa: ANN001
-    await pilot.press("p")
+async def _start_job(app, pilot, args=("pipeline", "demo-ko")):  # noqa: ANN001, ANN202
     await pilot.pause()
-    assert app.screen.query_one("#recipe").value == "demo-ko"
-    await pilot.press("enter")
-    await wait_until(pilot, lambda: app.job is not None)
+    job = app.start_job("demo-ko", list(args))
+    assert job is not None
+    await wait_until(pilot, lambda: isinstance(app.screen, RunScreen))
+    return job
 
 
 def test_job_events_drive_the_run_screen(workspace, tmp_path):
@@ -90,12 +107,11 @@ def test_job_events_drive_the_run_screen(workspace, tmp_path):
     async def scenario() -> None:
         app = OllatuneApp(workspace, job_command=_script(tmp_path, JOB_OK))
         async with app.run_test(size=(140, 40), message_hook=messages.append) as pilot:
-            await _start_job(app, pilot)
-            await wait_until(pilot, lambda: not app.job.running)
-            await app.workers.wait_for_complete()
+            job = await _start_job(app, pilot)
+            assert job.command[-4:] == ["pipeline", "demo-ko", "--events", "jsonl"]
+            await wait_until(pilot, lambda: not job.running)
             await pilot.pause()
-            job = app.job
-            assert (job.state, job.returncode, job.run_id, job.recipe) == ("done", 0, "job-run", "demo-ko")
+            assert (job.state, job.returncode, job.run_id, job.label) == ("done", 0, "job-run", "demo-ko")
             screen = app.screen
             assert isinstance(screen, RunScreen) and screen.job is job and screen.run_id == "job-run"
             assert screen.query_one(LossPlot).losses == [1.0, 0.5, 0.25]
@@ -104,7 +120,10 @@ def test_job_events_drive_the_run_screen(workspace, tmp_path):
             log_text = "\n".join(line.text for line in screen.query_one(EventLog).lines)
             assert "a library printing to stdout" in log_text
             assert "exit code 0" in str(screen.query_one("#run-title").render())
+            assert "job demo-ko done" in screen_text(app).splitlines()[0]
             assert any("finished" in n.message for n in _notifications(app))
+            # the job's output went to its own folder, and nothing is left for a later TUI to reattach to
+            assert job.stdout_path.is_file() and read_current(workspace.home) is None
 
     asyncio.run(scenario())
     kinds = [type(m).__name__ for m in messages]
@@ -112,26 +131,31 @@ def test_job_events_drive_the_run_screen(workspace, tmp_path):
     assert kinds.index("JobStarted") < kinds.index("JobFinished")
 
 
-def test_failed_job_notifies_its_error_and_the_app_stays_up(workspace, tmp_path):
+def test_a_failed_job_keeps_its_error_and_next_step_on_screen_until_dismissed(workspace, tmp_path):
     async def scenario() -> None:
         app = OllatuneApp(workspace, job_command=_script(tmp_path, JOB_ERROR))
-        async with app.run_test(size=(140, 40)) as pilot:
-            await _start_job(app, pilot)
-            await wait_until(pilot, lambda: not app.job.running)
+        async with app.run_test(size=(80, 24)) as pilot:
+            job = await _start_job(app, pilot)
+            await wait_until(pilot, lambda: not job.running)
             await pilot.pause()
-            assert (app.job.state, app.job.returncode) == ("failed", 1)
+            assert (job.state, job.returncode) == ("failed", 1)
             errors = [n for n in _notifications(app) if n.severity == "error"]
-            assert len(errors) == 1
-            assert "CUDA out of memory [tried 2 GiB]" in errors[0].message
-            assert "lower train.batch_size" in errors[0].message
-            assert app.screen.query_one(StageProgress).state == "failed"
-            # still alive and usable: back to the runs, and a new job can be started
+            assert len(errors) == 1 and "lower train.batch_size" in errors[0].message
+            app.clear_notifications()  # the toast is gone: the screen still says what failed and what next
+            await pilot.pause()
+            text = screen_text(app)
+            assert "CUDA out of memory [tried 2 GiB]" in text and "next: lower train.batch_size" in text
+            stage = app.screen.query_one(StageProgress)
+            assert stage.state == "failed" and stage.query_one("ProgressBar").total is not None  # not pulsing
+            assert "failed before any loss" in app.screen.query_one(LossPlot).title_text
+            await pilot.press("d")
+            await pilot.pause()
+            assert "CUDA out of memory" not in screen_text(app).split("─" * 20)[0]
+            # still alive and usable: back to the screen it was started from, and a new job can start
             await pilot.press("escape")
             await pilot.pause()
-            assert app.is_running and isinstance(app.screen, RunsScreen)
-            await pilot.press("p")
-            await pilot.pause()
-            assert app.screen.query_one("#recipe") is not None
+            assert app.is_running and not isinstance(app.screen, RunScreen)
+            assert app.start_job("again", ["pipeline", "demo-ko"]) is not None
 
     asyncio.run(scenario())
 
@@ -139,12 +163,14 @@ def test_failed_job_notifies_its_error_and_the_app_stays_up(workspace, tmp_path)
 def test_job_dying_without_events_shows_exit_code_and_stderr(workspace, tmp_path):
     async def scenario() -> None:
         app = OllatuneApp(workspace, job_command=_script(tmp_path, JOB_CRASH))
-        async with app.run_test() as pilot:
-            await _start_job(app, pilot)
-            await wait_until(pilot, lambda: not app.job.running)
+        async with app.run_test(size=(80, 24)) as pilot:
+            job = await _start_job(app, pilot)
+            await wait_until(pilot, lambda: not job.running)
             await pilot.pause()
             [error] = [n for n in _notifications(app) if n.severity == "error"]
             assert "exit code 3" in error.message and "Segmentation fault in libggml" in error.message
+            log_text = "\n".join(line.text for line in app.screen.query_one(EventLog).lines)
+            assert "Segmentation fault in libggml" in log_text  # the log keeps it after the panel is dismissed
             assert app.is_running
 
     asyncio.run(scenario())
@@ -154,56 +180,116 @@ def test_job_that_cannot_start_is_reported(workspace, tmp_path):
     async def scenario() -> None:
         app = OllatuneApp(workspace, job_command=[str(tmp_path / "no-such-program")])
         async with app.run_test() as pilot:
-            await _start_job(app, pilot)
-            await wait_until(pilot, lambda: not app.job.running)
+            job = await _start_job(app, pilot)
+            await wait_until(pilot, lambda: not job.running)
             [error] = [n for n in _notifications(app) if n.severity == "error"]
             assert "no-such-program" in error.message
-            assert app.job.state == "failed" and app.is_running
+            assert job.state == "failed" and app.is_running
 
     asyncio.run(scenario())
 
 
-def test_cancel_terminates_the_child(workspace, tmp_path):
+def test_cancel_is_its_own_state_and_resume_runs_the_same_command(workspace, tmp_path):
     async def scenario() -> None:
         app = OllatuneApp(workspace, job_command=_script(tmp_path, JOB_HANGS))
-        async with app.run_test() as pilot:
-            await _start_job(app, pilot)
-            await wait_until(pilot, lambda: app.job.events)  # the child is up and talking
+        async with app.run_test(size=(80, 24)) as pilot:
+            job = await _start_job(app, pilot)
+            await wait_until(pilot, lambda: job.events)  # the child is up and talking
+            await pilot.press("x")
+            await wait_until(pilot, lambda: not job.running)
+            await pilot.pause()
+            assert job.state == "cancelled" and job.returncode != 0
+            assert job.process.returncode is not None
+            assert any(n.severity == "warning" and "press R to resume" in n.message for n in _notifications(app))
+            text = screen_text(app)
+            assert "failed" not in text and "re-run the same command" not in text
+            assert app.screen.query_one(StageProgress).state == "cancelled"
+            await pilot.press("R")
+            await wait_until(pilot, lambda: app.job is not job and app.job.running and app.job.events)
+            assert app.job.args == job.args and app.job.label == job.label
+            assert len([s for s in app.screen_stack if isinstance(s, RunScreen)]) == 1  # replaced, not stacked
             await pilot.press("x")
             await wait_until(pilot, lambda: not app.job.running)
-            assert app.job.state == "cancelled" and app.job.returncode != 0
-            assert app.job.process.returncode is not None
-            assert any(n.severity == "warning" and "cancelled" in n.message for n in _notifications(app))
 
     asyncio.run(scenario())
 
 
-def test_recipe_prompt_can_be_cancelled(workspace):
-    async def scenario() -> None:
-        app = OllatuneApp(workspace, job_command=[sys.executable, "-c", "pass"])
+def test_quitting_with_a_job_running_asks_and_stop_stops_it(workspace, tmp_path):
+    async def scenario() -> JobState:
+        app = OllatuneApp(workspace, job_command=_script(tmp_path, JOB_HANGS))
         async with app.run_test() as pilot:
-            await pilot.press("p")
+            job = await _start_job(app, pilot)
+            await wait_until(pilot, lambda: job.events)
+            await pilot.press("q")
             await pilot.pause()
+            assert isinstance(app.screen, QuitScreen) and job.running  # asked, nothing stopped yet
             await pilot.press("escape")
             await pilot.pause()
-            assert app.job is None and isinstance(app.screen, RunsScreen)
+            assert isinstance(app.screen, RunScreen) and job.running
+            await pilot.press("q")
+            await pilot.pause()
+            await pilot.press("s")
+            await wait_until(pilot, lambda: not app.is_running or not job.alive())
+        return job
 
-    asyncio.run(scenario())
+    job = asyncio.run(scenario())
+    assert job.process is not None and job.process.returncode is not None  # no orphan left behind
+
+
+def test_a_job_left_running_is_reattached_by_the_next_tui(workspace, tmp_path):
+    script = tmp_path / "waits.py"
+    script.write_text(JOB_WAITS, encoding="utf-8")
+
+    async def first() -> JobState:
+        app = OllatuneApp(workspace, job_command=[sys.executable, str(script)])
+        async with app.run_test() as pilot:
+            job = await _start_job(app, pilot)
+            await wait_until(pilot, lambda: len(job.events) >= 2)
+            await pilot.press("q")
+            await pilot.pause()
+            await pilot.press("l")
+            await wait_until(pilot, lambda: not app.is_running)
+        return job
+
+    async def second(pid: int) -> JobState:
+        app = OllatuneApp(workspace)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_until(pilot, lambda: app.job is not None and app.job.events)
+            job = app.job
+            assert job.attached and job.pid == pid and job.running
+            assert job.events[0]["stage"] == "finetune"  # replayed from the start
+            await pilot.pause()
+            assert "job demo-ko running" in screen_text(app).splitlines()[0]
+            await pilot.press("j")
+            await wait_until(pilot, lambda: isinstance(app.screen, RunScreen))
+            await wait_until(pilot, lambda: app.screen.query_one(LossPlot).losses == [1.0])
+            (tmp_path / "go").touch()
+            await wait_until(pilot, lambda: not job.running, timeout=30)
+            assert app.screen.query_one(LossPlot).losses == [1.0, 0.5]
+            assert job.state == "done"
+        return job
+
+    job = asyncio.run(first())
+    try:
+        assert job.detach and pid_alive(job.pid)  # it outlived the TUI
+        assert read_current(workspace.home).pid == job.pid
+        again = asyncio.run(second(job.pid))
+        assert again.describe().startswith("done") and read_current(workspace.home) is None
+    finally:
+        if pid_alive(job.pid):
+            os.killpg(job.pid, signal.SIGKILL)
 
 
 def test_default_command_runs_the_real_cli_and_reports_its_error(workspace):
     """Without job_command the app runs `python -m tui.cli pipeline RECIPE --events jsonl`; an unknown
-    recipe fails before any event, so the notification carries the CLI's stderr (what and what next)."""
+    recipe fails before any event, so the failure carries the CLI's stderr (what and what next)."""
 
     async def scenario() -> None:
         app = OllatuneApp(workspace)
-        async with app.run_test() as pilot:
-            await pilot.press("p")
-            await pilot.pause()
-            app.screen.query_one("#recipe").value = ""
-            await pilot.press(*"no-such-recipe", "enter")
-            await wait_until(pilot, lambda: app.job is not None and not app.job.running, timeout=60)
-            assert app.job.command[-4:] == ["pipeline", "no-such-recipe", "--events", "jsonl"]
+        async with app.run_test(size=(80, 24)) as pilot:
+            job = await _start_job(app, pilot, ("pipeline", "no-such-recipe"))
+            await wait_until(pilot, lambda: not job.running, timeout=60)
+            assert job.command[1:] == ["-m", "tui.cli", "pipeline", "no-such-recipe", "--events", "jsonl"]
             [error] = [n for n in _notifications(app) if n.severity == "error"]
             assert "exit code 1" in error.message
             assert "no recipe named 'no-such-recipe'" in error.message and "demo-ko" in error.message
@@ -211,14 +297,47 @@ def test_default_command_runs_the_real_cli_and_reports_its_error(workspace):
     asyncio.run(scenario())
 
 
+def test_a_fully_skipped_rerun_shows_the_earlier_curve(workspace, tmp_path):
+    run_dir = workspace.runs_dir / "demo-ko-x"
+    run_dir.mkdir(parents=True)
+    earlier = [{"stage": "finetune", "type": "start"}]
+    earlier += [{"stage": "finetune", "type": "metric", "step": i, "loss": 2.0 / i} for i in (1, 2, 3, 4)]
+    earlier += [{"stage": "finetune", "type": "done", "steps": 4}]
+    (run_dir / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in earlier), encoding="utf-8")
+
+    async def scenario() -> None:
+        app = OllatuneApp(workspace, job_command=_script(tmp_path, JOB_SKIPS))
+        async with app.run_test(size=(80, 24)) as pilot:
+            job = await _start_job(app, pilot)
+            await wait_until(pilot, lambda: not job.running)
+            await pilot.pause()
+            plot = app.screen.query_one(LossPlot)
+            assert plot.steps == [1, 2, 3, 4] and plot.losses == [2.0, 1.0, 2.0 / 3, 0.5]
+            assert "skipped" in plot.title_text
+
+    asyncio.run(scenario())
+
+
+def test_last_training_curve_takes_the_last_finished_training():
+    log = [{"stage": "finetune", "type": "start"}, {"stage": "finetune", "type": "metric", "step": 1, "loss": 3.0},
+           {"stage": "finetune", "type": "done"},
+           {"stage": "finetune", "type": "start"}, {"stage": "finetune", "type": "metric", "step": 1, "loss": 2.0},
+           {"stage": "finetune", "type": "metric", "step": 2, "loss": 1.0}, {"stage": "finetune", "type": "done"},
+           {"stage": "finetune", "type": "start"}, {"stage": "finetune", "type": "done", "skipped": True}]
+    assert [e["loss"] for e in last_training_curve(log)] == [2.0, 1.0]
+    # a later training that did not finish did not make the adapter: the finished one did
+    assert [e["loss"] for e in last_training_curve(log[:5])] == [3.0]
+    assert [e["loss"] for e in last_training_curve(log[:2])] == [3.0]  # none finished: the one that started
+
+
 def test_progress_messages_of_one_stage_coalesce():
-    job = JobState(recipe="demo-ko", command=["true"])
+    job = JobState("demo-ko", ["pipeline"], ["true"])
     older = JobProgress(job, {"stage": "finetune", "type": "progress", "done": 1, "total": 9})
     newer = JobProgress(job, {"stage": "finetune", "type": "progress", "done": 2, "total": 9})
     assert older.can_replace(newer)
     assert not older.can_replace(JobProgress(job, {"stage": "export", "type": "progress", "done": 1}))
     assert not older.can_replace(JobEvent(job, {"stage": "finetune", "type": "metric", "step": 2}))
-    assert not older.can_replace(JobProgress(JobState("other", ["true"]), dict(newer.event)))
+    assert not older.can_replace(JobProgress(JobState("other", [], ["true"]), dict(newer.event)))
 
 
 def test_loss_plot_skips_values_it_cannot_draw():
@@ -229,14 +348,18 @@ def test_loss_plot_skips_values_it_cannot_draw():
     assert (plot.steps, plot.losses, plot.eval_losses) == ([1], [1.25], [1.5])
 
 
-def test_quitting_stops_a_running_job(workspace, tmp_path):
-    async def scenario() -> JobState:
-        app = OllatuneApp(workspace, job_command=_script(tmp_path, JOB_HANGS))
-        async with app.run_test() as pilot:
-            await _start_job(app, pilot)
-            await wait_until(pilot, lambda: app.job.events)
-            await pilot.press("q")
-        return app.job
+def test_step_ticks_are_whole_steps():
+    assert step_ticks([1, 2, 3]) == [1, 2, 3]
+    assert step_ticks([]) == []
+    ticks = step_ticks(list(range(1, 101)))
+    assert ticks[0] == 1 and ticks[-1] == 100 and len(ticks) <= 7
+    assert all(isinstance(t, int) for t in ticks) and ticks == sorted(set(ticks))
 
-    job = asyncio.run(scenario())
-    assert job.process is not None and job.process.returncode is not None  # no orphan left behind
+
+def test_event_fields_are_rounded_and_summarised():
+    assert fmt_value(0.000123456789) == "0.0001235"
+    assert fmt_value(1234.56789) == "1235"
+    assert fmt_value({"lr": 2e-4, "nested": {"a": 1}}) == "{lr=0.0002}"
+    assert fmt_value([1, 2.123456]) == "1, 2.123"
+    assert fmt_value([{"a": 1}]) == "[1 items]"
+    assert len(fmt_value("x" * 200)) == 60

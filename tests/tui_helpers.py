@@ -112,3 +112,9 @@ def _cell_text(cell) -> str:  # noqa: ANN001 - str (markup) or rich Text
     from rich.text import Text
 
     return cell.plain if isinstance(cell, Text) else Text.from_markup(str(cell)).plain
+
+
+def screen_text(app) -> str:  # noqa: ANN001
+    """What the terminal shows now, as plain text lines (for asserting on what a user reads)."""
+    strips = app.screen._compositor.render_strips()
+    return "\n".join("".join(segment.text for segment in strip).rstrip() for strip in strips)

@@ -1,34 +1,45 @@
-"""The ollatune terminal UI: runs, a run's live loss curve and events, vanilla vs tuned.
+"""The ollatune terminal UI: home, data, train, export, models, evals and history screens over the whole loop.
 
-Jobs run as child processes (``ollatune pipeline RECIPE --events jsonl``); an async worker reads their
-stdout JSON lines and posts typed messages that the screens render. A job that crashes, runs out of
-memory or exits non-zero is reported in a notification; the TUI stays up. Nothing heavy (torch,
-transformers, llama_cpp) is imported here or by the screens.
+Heavy work runs as jobs: child processes of the same CLI (``ollatune <verb> ... --events jsonl``) whose
+stdout goes to a file the app follows (:mod:`tui.jobs`), so a job outlives a TUI the user quits with "leave it
+running", and the next TUI reattaches to it. A job that crashes, runs out of memory or exits non-zero is shown
+with its error and next step until dismissed; the TUI stays up. Nothing heavy (torch, transformers, llama_cpp)
+is imported here or by the screens.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import importlib
 import os
 import signal
+import subprocess
 import sys
-import time
-from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from rich.markup import escape
 from textual import work
-from textual.app import App
+from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
+from textual.command import CommandPalette, SearchIcon
+from textual.containers import Vertical, VerticalScroll
+from textual.keys import format_key
 from textual.message import Message
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Button, Static
 from textual.worker import Worker, WorkerState
 
-from tui.screens.recipe import DEFAULT_RECIPE, RecipePrompt
-from tui.screens.run import RunScreen
-from tui.screens.runs import RunsScreen
+from tui.jobs import (
+    JobState,
+    LineTail,
+    clear_current,
+    cli_prefix,
+    new_job_dir,
+    parse_event_line,
+    read_current,
+    write_current,
+)
+from tui.screens.base import NAV_ITEMS
 from workspace.settings import Settings
 
 __all__ = [
@@ -43,75 +54,45 @@ __all__ = [
     "run_app",
 ]
 
-LINE_LIMIT = 8 * 2**20  # longest stdout line read from a job; longer ones are skipped
-STDERR_TAIL = 20  # stderr lines kept to explain a job that died without an error event
+POLL_S = 0.05  # how often a job's output file is read
 # Cancel: SIGINT (the job writes an "interrupted" event; a CPU step may take a while to notice), then
 # SIGTERM after ESCALATE_S, then SIGKILL after twice that.
 ESCALATE_S = 10.0
 QUIT_GRACE_S = 3.0
 
+SCREENS_BY_MODE = {
+    "home": ("tui.screens.home", "HomeScreen"),
+    "data": ("tui.screens.data", "DataScreen"),
+    "train": ("tui.screens.train", "TrainScreen"),
+    "export": ("tui.screens.export", "ExportScreen"),
+    "models": ("tui.screens.models", "ModelsScreen"),
+    "evals": ("tui.screens.evals", "EvalsScreen"),
+    "history": ("tui.screens.runs", "HistoryScreen"),
+}
 
-def default_job_command(recipe: str) -> list[str]:
-    return [sys.executable, "-m", "tui.cli", "pipeline", recipe, "--events", "jsonl"]
-
-
-def parse_event_line(line: bytes | str) -> dict[str, Any] | None:
-    """One stdout line of a job as an event; text that is not an event becomes a log event."""
-    text = line.decode("utf-8", errors="replace") if isinstance(line, bytes) else line
-    text = text.strip()
-    if not text:
-        return None
-    try:
-        event = json.loads(text)
-    except ValueError:
-        event = None
-    if isinstance(event, dict) and "type" in event:
-        return event
-    return {"ts": round(time.time(), 3), "stage": "stdout", "type": "log", "level": "info", "message": escape(text)}
+# Key names shown in the footer and the help as words: Textual's defaults include glyphs (a return symbol
+# for enter) that Windows Terminal's default font lacks.
+KEY_WORDS = {"enter": "enter", "escape": "esc", "backspace": "bksp", "delete": "del", "pageup": "pgup",
+             "pagedown": "pgdn", "space": "space", "tab": "tab", "up": "up", "down": "down", "left": "left",
+             "right": "right", "home": "home", "end": "end"}
 
 
-@dataclass
-class JobState:
-    """A job started from the TUI: its command, child process, events so far and outcome."""
+def default_job_command(args: list[str]) -> list[str]:
+    return [*cli_prefix(), *args, "--events", "jsonl"]
 
-    recipe: str
-    command: list[str]
-    state: str = "starting"  # starting | running | done | failed | cancelled
-    pid: int | None = None
-    run_id: str | None = None
-    events: list[dict[str, Any]] = field(default_factory=list)
-    error: dict[str, Any] | None = None  # the last error event
-    returncode: int | None = None
-    launch_error: str | None = None
-    cancel_requested: bool = False
-    stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=STDERR_TAIL))
-    process: asyncio.subprocess.Process | None = field(default=None, repr=False)
 
-    @property
-    def running(self) -> bool:
-        return self.state in ("starting", "running")
+def _screen_factory(mode: str) -> Callable[[], Screen]:
+    module, name = SCREENS_BY_MODE[mode]
 
-    def describe(self) -> str:
-        if self.state == "running":
-            return f"running (pid {self.pid}){', cancelling' if self.cancel_requested else ''}"
-        if self.state == "starting":
-            return "starting"
-        if self.launch_error:
-            return f"did not start: {self.launch_error}"
-        return f"{self.state} (exit code {self.returncode})"
+    def make() -> Screen:
+        try:  # TEMPORARY-DEV
+            return getattr(importlib.import_module(module), name)()
+        except (ImportError, AttributeError):  # TEMPORARY-DEV
+            from tui.screens.base import OllatuneScreen  # TEMPORARY-DEV
 
-    def signal(self, sig: int) -> None:
-        """Signal the child's whole process group (it runs in a session of its own)."""
-        proc = self.process
-        if proc is None or proc.returncode is not None:
-            return
-        try:
-            if hasattr(os, "killpg"):
-                os.killpg(proc.pid, sig)
-            else:  # pragma: no cover - Windows
-                proc.send_signal(sig)
-        except (ProcessLookupError, PermissionError):
-            pass
+            return type(name, (OllatuneScreen,), {"NAV": mode})()  # TEMPORARY-DEV
+
+    return make
 
 
 class JobStarted(Message):
@@ -150,149 +131,330 @@ class JobFinished(Message):
         self.launch_error = launch_error
 
 
+class QuitScreen(ModalScreen[str | None]):
+    """Asked when quitting with a job running: stop it, leave it running, or stay."""
+
+    BINDINGS = [
+        Binding("s", "choose('stop')", "Stop job, quit"),
+        Binding("l", "choose('leave')", "Leave running, quit"),
+        Binding("escape", "choose(None)", "Stay"),
+    ]
+    DEFAULT_CSS = """
+    QuitScreen { align: center middle; }
+    QuitScreen > Vertical { width: 64; max-width: 100%; height: auto; padding: 1 2; border: thick $warning;
+                            background: $surface; }
+    QuitScreen Static { width: 100%; margin-bottom: 1; }
+    QuitScreen Button { width: 100%; margin-bottom: 1; }
+    """
+
+    def __init__(self, job: JobState) -> None:
+        super().__init__()
+        self.job = job
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(f"[b]{self.job.label}[/b] is {self.job.describe()}.\n"
+                         "Leave it running and the next `ollatune tui` reattaches to it.", markup=True)
+            yield Button("s  Stop the job, then quit", id="stop", variant="error")
+            yield Button("l  Leave it running, quit", id="leave", variant="primary")
+            yield Button("esc  Stay", id="stay")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss({"stop": "stop", "leave": "leave"}.get(event.button.id or ""))
+
+    def action_choose(self, choice: str | None) -> None:
+        self.dismiss(choice)
+
+
+class HelpScreen(ModalScreen[None]):
+    """`?` / F1: what the screen is for, and every key it and the app answer to."""
+
+    BINDINGS = [Binding("escape", "close", "Close"), Binding("question_mark", "close", "Close", show=False),
+                Binding("q", "close", "Close", show=False)]
+    DEFAULT_CSS = """
+    HelpScreen { align: center middle; }
+    HelpScreen > VerticalScroll { width: 90; max-width: 100%; height: 90%; border: thick $primary;
+                                  background: $surface; padding: 0 1; }
+    """
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll():
+            yield Static(self.text, id="help-text")
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
+class Palette(CommandPalette):
+    """The command palette, with a search sign the default Windows Terminal font has."""
+
+    def on_mount(self) -> None:
+        for icon in self.query(SearchIcon):
+            icon.icon = ">"
+
+
 class OllatuneApp(App[None]):
-    """``job_command`` replaces the pipeline command line (tests run a small script instead)."""
+    """``job_command`` replaces the CLI prefix of every job (tests run a small script instead)."""
 
     TITLE = "ollatune"
+    MODES = {mode: _screen_factory(mode) for mode in SCREENS_BY_MODE}
+    DEFAULT_MODE = "home"
+    COMMAND_PALETTE_DISPLAY = "^p"
     BINDINGS = [
         Binding("q", "quit", "Quit"),
-        Binding("p", "pipeline", "Run pipeline"),
-        Binding("x", "cancel_job", "Cancel job"),
-        Binding("j", "show_job", "Job"),
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("f1", "help", "Help", show=False),
+        Binding("x", "cancel_job", "Cancel job", show=False),
+        Binding("R", "resume_job", "Resume job", show=False),
+        Binding("j", "show_job", "Job", show=False),
+        Binding("ctrl+t", "toggle_dark", "Light/dark", show=False),
+        *[Binding(key, f"switch_mode('{mode}')", label, show=False) for mode, key, label in NAV_ITEMS],
     ]
 
-    def __init__(self, settings: Settings, job_command: list[str] | None = None) -> None:
+    def __init__(self, settings: Settings, job_command: list[str] | None = None, *, reattach: bool = True) -> None:
         super().__init__()
         self.settings = settings
         self.job_command = list(job_command) if job_command else None
         self.job: JobState | None = None
+        self.reattach = reattach
+        self._job_listeners: list[Callable[[JobState, dict[str, Any] | None], None]] = []
         self.sub_title = str(settings.home)
 
-    def get_default_screen(self) -> Screen:
-        return RunsScreen()
+    def on_mount(self) -> None:
+        if self.reattach:
+            self._reattach()
+
+    # the screens
+
+    def get_key_display(self, binding: Binding) -> str:
+        if binding.key_display:
+            return binding.key_display
+        modifiers, key = binding.parse_key()
+        key = KEY_WORDS.get(key) or format_key(key)
+        if "ctrl" in modifiers:
+            modifiers.remove("ctrl")
+            key = f"^{key}"
+        return "+".join([*modifiers, key])
+
+    def action_command_palette(self) -> None:
+        if self.use_command_palette and not CommandPalette.is_open(self):
+            self.push_screen(Palette(id="--command-palette"))
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        seen: set[str] = set()
+
+        def command(title: str, help_text: str, callback: Callable[[], Any]) -> Iterable[SystemCommand]:
+            if title not in seen:
+                seen.add(title)
+                yield SystemCommand(title, help_text, callback)
+
+        for mode, key, label in NAV_ITEMS:
+            yield from command(f"Go to {label}", f"the {label} screen (key {key})",
+                               lambda mode=mode: self.switch_mode(mode))
+        # every binding the screen shows, so each action has a palette command
+        for key, active in screen.active_bindings.items():
+            b = active.binding
+            if not b.description or not active.enabled or b.action.startswith("switch_mode"):
+                continue
+            node = active.node
+            yield from command(b.description, f"key {self.get_key_display(b)}",
+                               lambda node=node, action=b.action: self.call_later(node.run_action, action))
+        yield from command("Help", "what this screen does and its keys (key ?)", self.action_help)
+        if self.job is not None:
+            if self.job.running:
+                yield from command("Cancel job", f"stop {self.job.label} (key x)", self.action_cancel_job)
+            else:
+                yield from command("Resume job", f"run {self.job.label} again; finished stages are skipped (key R)",
+                                   self.action_resume_job)
+            yield from command("Show job", f"the live view of {self.job.label} (key j)", self.action_show_job)
+        yield from command("Light/dark theme", "switch between the light and the dark theme (ctrl+t)",
+                           self.action_toggle_dark)
+        for cmd in super().get_system_commands(screen):
+            yield from command(cmd.title, cmd.help, cmd.callback)
+
+    def action_toggle_dark(self) -> None:
+        self.theme = "textual-light" if self.current_theme.dark else "textual-dark"
+
+    def action_help(self) -> None:
+        if isinstance(self.screen, HelpScreen):
+            return
+        self.push_screen(HelpScreen(self.help_text(self.screen)))
+
+    def help_text(self, screen: Screen) -> str:
+        from rich.markup import escape
+
+        lines = [f"[b]{escape(getattr(screen, 'TITLE_TEXT', '') or type(screen).__name__)}[/b]"]
+        text = getattr(screen, "HELP", "")
+        if text:
+            lines += [text, ""]
+        lines.append("[b]Keys on this screen[/b]")
+        for key, active in screen.active_bindings.items():
+            b = active.binding
+            if b.description and not b.action.startswith("switch_mode"):
+                lines.append(f"  {escape(self.get_key_display(b)):<8} {escape(b.description)}")
+        lines += ["", "[b]Everywhere[/b]"]
+        lines += [f"  {key:<8} {label}" for _, key, label in NAV_ITEMS]
+        lines += ["  x        cancel the running job", "  R        resume: run the last job again (finished"
+                  " stages are skipped, training continues from its checkpoint)",
+                  "  j        the running job's live view", "  ^p       command palette (every action)",
+                  "  ^t       light / dark theme", "  ?  F1    this help", "  q        quit (asks first when a job runs)",
+                  "", "The mouse works too: click a tab in the top line, a row, a button."]
+        return "\n".join(lines)
 
     # starting, following and cancelling a job
 
-    def action_pipeline(self) -> None:
+    def add_job_listener(self, listener: Callable[[JobState, dict[str, Any] | None], None]) -> None:
+        if listener not in self._job_listeners:
+            self._job_listeners.append(listener)
+
+    def remove_job_listener(self, listener: Callable[[JobState, dict[str, Any] | None], None]) -> None:
+        if listener in self._job_listeners:
+            self._job_listeners.remove(listener)
+
+    def _tell(self, job: JobState, event: dict[str, Any] | None) -> None:
+        for listener in list(self._job_listeners):
+            try:
+                listener(job, event)
+            except Exception as exc:  # a screen's bug must not stop the job's events reaching the others
+                self.log.error(f"job listener {listener!r}: {exc!r}")
+
+    def start_job(self, label: str, args: list[str], *, view: bool = True) -> JobState | None:
+        """Run ``ollatune <args> --events jsonl`` as a child process; its live view opens unless ``view`` is
+        False. None, with a notification, when a job is already running."""
         if self.job is not None and self.job.running:
-            self.notify(f"a job is running ({self.job.describe()}); press x to cancel it", severity="warning",
-                        markup=False)
-            return
-        self.push_screen(RecipePrompt(DEFAULT_RECIPE), self._recipe_chosen)
-
-    def _recipe_chosen(self, recipe: str | None) -> None:
-        if recipe:
-            self.start_job(recipe)
-
-    def start_job(self, recipe: str) -> JobState:
-        command = list(self.job_command) if self.job_command else default_job_command(recipe)
-        job = self.job = JobState(recipe=recipe, command=command)
-        self.push_screen(RunScreen(None, job=job))
+            self.notify(f"{self.job.label} is {self.job.describe()}; press x to cancel it first",
+                        severity="warning", markup=False)
+            return None
+        prefix = self.job_command or cli_prefix()
+        job = JobState(label=label, args=list(args), command=[*prefix, *args, "--events", "jsonl"])
+        self.job = job
+        if view:
+            self.show_job_view(job)
+        self._tell(job, None)
         self._run_job(job)
         return job
 
-    @work(exclusive=True, group="job", exit_on_error=False, description="pipeline job")
+    def show_job_view(self, job: JobState) -> None:
+        from tui.screens.run import RunScreen
+
+        run_dir = self.settings.runs_dir / job.run_id if job.run_id else None
+        view = RunScreen(job.run_id, run_dir, job=job)
+        if isinstance(self.screen, RunScreen):
+            self.switch_screen(view)  # a second live view replaces the first instead of stacking
+        else:
+            self.push_screen(view)
+
+    @work(exclusive=True, group="job", exit_on_error=False, description="job")
     async def _run_job(self, job: JobState) -> None:
         env = dict(os.environ, OLLATUNE_HOME=str(self.settings.home), PYTHONUNBUFFERED="1")
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *job.command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, env=env, start_new_session=True, limit=LINE_LIMIT,
-            )
+            job.job_dir = new_job_dir(self.settings.home)
+            with open(job.stdout_path, "wb") as out, open(job.stderr_path, "wb") as err:  # type: ignore[arg-type]
+                # Not asyncio's subprocess: its transport kills the child when the event loop closes, and a
+                # job the user leaves running must outlive this app.
+                proc = subprocess.Popen(job.command, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env,
+                                        start_new_session=True)
         except OSError as exc:
             self.post_message(JobFinished(job, None, f"{job.command[0]}: {exc}"))
             return
         job.process = proc
-        self.post_message(JobStarted(job))
-        drain = asyncio.create_task(_keep_tail(proc.stderr, job.stderr_tail))
+        job.pid = proc.pid
         try:
-            assert proc.stdout is not None
-            while True:
-                try:
-                    line = await proc.stdout.readline()
-                except ValueError:  # a line longer than LINE_LIMIT: asyncio dropped it
-                    continue
-                if not line:
-                    break
-                event = parse_event_line(line)
-                if event is not None:
-                    cls = JobProgress if event.get("type") == "progress" else JobEvent
-                    self.post_message(cls(job, event))
-            returncode = await proc.wait()
-            await drain
+            write_current(self.settings.home, job)
+        except OSError as exc:
+            self.log.warning(f"could not record the job for reattaching: {exc}")
+        self.post_message(JobStarted(job))
+
+        async def wait() -> None:
+            while proc.poll() is None:
+                await asyncio.sleep(POLL_S)
+
+        try:
+            await self._follow(job, wait)
         finally:
-            if proc.returncode is None:  # the worker was cancelled (app exit): leave no orphan
+            if proc.poll() is None and not job.detach:  # the app is closing: leave no orphan
                 job.signal(signal.SIGKILL)
-            drain.cancel()
-        self.post_message(JobFinished(job, returncode))
+                proc.wait()
+        self.post_message(JobFinished(job, proc.returncode))
+
+    @work(exclusive=True, group="job", exit_on_error=False, description="reattached job")
+    async def _follow_attached(self, job: JobState) -> None:
+        self.post_message(JobStarted(job))
+
+        async def wait() -> None:
+            while job.alive():
+                await asyncio.sleep(0.2)
+
+        await self._follow(job, wait)
+        self.post_message(JobFinished(job, None))
+
+    async def _follow(self, job: JobState, wait: Callable[[], Any]) -> None:
+        """Read the job's stdout file (events) and stderr (its tail) until the process ends."""
+        out, err = LineTail(job.stdout_path), LineTail(job.stderr_path)  # type: ignore[arg-type]
+        ended = asyncio.ensure_future(wait())
+        try:
+            while True:
+                done = ended.done()
+                for line in out.read(final=done):
+                    event = parse_event_line(line)
+                    if event is not None:
+                        cls = JobProgress if event.get("type") == "progress" else JobEvent
+                        self.post_message(cls(job, event))
+                for line in err.read(final=done):
+                    # keep what a progress bar redrawing with carriage returns showed last
+                    job.stderr_tail.append(line.decode("utf-8", errors="replace").rstrip().rsplit("\r", 1)[-1])
+                if done:
+                    return
+                await asyncio.wait([ended], timeout=POLL_S)
+        finally:
+            if not ended.done():
+                ended.cancel()
+
+    def _reattach(self) -> None:
+        job = read_current(self.settings.home)
+        if job is None or job.stdout_path is None or not job.stdout_path.exists():
+            return
+        self.job = job
+        if job.alive():
+            job.state = "running"
+            self.notify(f"reattached to {job.label} (pid {job.pid}), left running by an earlier session",
+                        title="job", markup=False)
+        self._follow_attached(job)
 
     def on_job_started(self, message: JobStarted) -> None:
         job = message.job
         job.state = "running"
-        job.pid = job.process.pid if job.process else None
-        self._sync_job_screen(job)
+        self._tell(job, None)
 
     def on_job_event(self, message: JobEvent) -> None:
-        self._record(message.job, message.event)
+        message.job.record(message.event)
+        self._tell(message.job, message.event)
 
     def on_job_progress(self, message: JobProgress) -> None:
-        self._record(message.job, message.event)
-
-    def _record(self, job: JobState, event: dict[str, Any]) -> None:
-        job.events.append(event)
-        if job.run_id is None and event.get("run") not in (None, "-"):
-            job.run_id = str(event["run"])
-        if event.get("type") == "error":
-            job.error = event
-        self._sync_job_screen(job)
+        message.job.record(message.event)
+        self._tell(message.job, message.event)
 
     def on_job_finished(self, message: JobFinished) -> None:
         job = message.job
         job.returncode = message.returncode
         job.launch_error = message.launch_error
-        if message.launch_error:
-            job.state = "failed"
-            self.notify(message.launch_error, title="job did not start", severity="error", timeout=20,
+        job.state = job.final_state()
+        clear_current(self.settings.home, job)
+        if job.state == "cancelled":
+            self.notify(f"{job.label}: cancelled; press R to resume it", title="job cancelled", severity="warning",
                         markup=False)
-        elif job.cancel_requested:
-            job.state = "cancelled"
-            self.notify(f"{job.recipe}: cancelled (exit code {job.returncode})", title="job cancelled",
-                        severity="warning", markup=False)
-        elif job.returncode == 0 and job.error is None:
-            job.state = "done"
-            self.notify(f"{job.recipe}: finished" + (f" ({job.run_id})" if job.run_id else ""), title="job done",
+        elif job.state == "done":
+            self.notify(f"{job.label}: finished" + (f" ({job.run_id})" if job.run_id else ""), title="job done",
                         markup=False)
+        elif message.launch_error:
+            self.notify(message.launch_error, title="job did not start", severity="error", timeout=20, markup=False)
         else:
-            job.state = "failed"
-            self.notify(self._failure_text(job), title="job failed", severity="error", timeout=30, markup=False)
-        self._sync_job_screen(job)
-        for screen in self.screen_stack:
-            if isinstance(screen, RunsScreen):
-                screen.reload()
-
-    @staticmethod
-    def _failure_text(job: JobState) -> str:
-        if job.error is not None:
-            e = job.error
-            text = f"{e.get('stage', '?')}: {e.get('message') or 'error'}"
-            if e.get("hint"):
-                text += f"\nnext: {e['hint']}"
-            return text + f"\n(exit code {job.returncode})"
-        text = f"exit code {job.returncode}"
-        if job.returncode is not None and job.returncode < 0:
-            try:
-                text += f" (killed by {signal.Signals(-job.returncode).name}; out of memory?)"
-            except ValueError:
-                pass
-        last = [line for line in job.stderr_tail if line.strip()][-3:]
-        if last:
-            text += "\n" + "\n".join(last)
-        return text
-
-    def _sync_job_screen(self, job: JobState) -> None:
-        for screen in self.screen_stack:
-            if isinstance(screen, RunScreen) and screen.job is job and screen.is_mounted:
-                screen.sync_job()
+            self.notify(job.failure_text(), title="job failed", severity="error", timeout=30, markup=False)
+        self._tell(job, None)
 
     def action_cancel_job(self) -> None:
         job = self.job
@@ -303,26 +465,61 @@ class OllatuneApp(App[None]):
         job.signal(signal.SIGINT)  # the pipeline writes an "interrupted" event and exits
         self.set_timer(ESCALATE_S, lambda: job.signal(signal.SIGTERM) if job.running else None)
         self.set_timer(2 * ESCALATE_S, lambda: job.signal(signal.SIGKILL) if job.running else None)
-        self.notify(f"cancelling {job.recipe} (pid {job.pid})", severity="warning", markup=False)
-        self._sync_job_screen(job)
+        self.notify(f"cancelling {job.label} (pid {job.pid})", severity="warning", markup=False)
+        self._tell(job, None)
+
+    def action_resume_job(self) -> None:
+        """Run the last job's command again: stages with outputs are skipped, training resumes from its
+        last checkpoint."""
+        job = self.job
+        if job is None:
+            self.notify("no job to resume in this workspace", severity="warning")
+            return
+        if job.running:
+            self.notify(f"{job.label} is still running", severity="warning", markup=False)
+            return
+        self.start_job(job.label, job.args)
 
     def action_show_job(self) -> None:
+        from tui.screens.run import RunScreen
+
         if self.job is None:
-            self.notify("no job started in this session; press p to start one", severity="warning")
+            self.notify("no job yet; start one from the Train screen (3)", severity="warning")
             return
         if isinstance(self.screen, RunScreen) and self.screen.job is self.job:
             return
-        self.push_screen(RunScreen(self.job.run_id, job=self.job))
+        self.show_job_view(self.job)
 
     async def action_quit(self) -> None:
         job = self.job
-        if job is not None and job.running and job.process is not None:
-            job.signal(signal.SIGINT)
-            try:
-                await asyncio.wait_for(job.process.wait(), QUIT_GRACE_S)
-            except (asyncio.TimeoutError, TimeoutError):
-                job.signal(signal.SIGKILL)
+        if job is not None and job.running:
+            self.push_screen(QuitScreen(job), self._quit_chosen)
+            return
         self.exit()
+
+    async def _quit_chosen(self, choice: str | None) -> None:
+        job = self.job
+        if choice is None:
+            return
+        if job is not None and job.running:
+            if choice == "leave":
+                job.detach = True
+            else:
+                await self.stop_job(job)
+        self.exit()
+
+    async def stop_job(self, job: JobState) -> None:
+        """SIGINT, then SIGKILL after QUIT_GRACE_S; returns once the process is gone."""
+        job.cancel_requested = True
+        job.signal(signal.SIGINT)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + QUIT_GRACE_S
+        while job.alive() and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        if job.alive():
+            job.signal(signal.SIGKILL)
+        while job.alive():
+            await asyncio.sleep(0.05)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         # Workers run with exit_on_error=False: their errors land here instead of ending the app.
@@ -334,22 +531,13 @@ class OllatuneApp(App[None]):
             if event.worker.group == "job" and job is not None and job.running:
                 job.signal(signal.SIGKILL)
                 job.state = "failed"
-                self._sync_job_screen(job)
-
-
-async def _keep_tail(stream: asyncio.StreamReader | None, tail: deque[str]) -> None:
-    if stream is None:
-        return
-    while True:
-        try:
-            line = await stream.readline()
-        except ValueError:
-            continue
-        if not line:
-            return
-        # keep what a progress bar redrawing with carriage returns showed last
-        tail.append(line.decode("utf-8", errors="replace").rstrip().rsplit("\r", 1)[-1])
+                self._tell(job, None)
 
 
 def run_app(settings: Settings) -> None:
-    OllatuneApp(settings).run()
+    app = OllatuneApp(settings)
+    app.run()
+    job = app.job
+    if job is not None and job.detach and job.alive():
+        print(f"{job.label} left running (pid {job.pid}); its output: {job.job_dir}; "
+              "`ollatune tui` reattaches to it", file=sys.stderr)

@@ -10,6 +10,28 @@ from rich.console import Console
 from rich.markup import escape
 
 
+def fmt_value(value: Any, width: int = 60) -> str:
+    """A field of an event for a log line: floats to 4 significant digits, lists and mappings summarised."""
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        inner = ", ".join(f"{k}={fmt_value(v, 20)}" for k, v in value.items()
+                          if not isinstance(v, (dict, list)))
+        text = "{" + inner + "}" if inner else f"{{{len(value)} fields}}"
+    elif isinstance(value, (list, tuple)):
+        text = ", ".join(fmt_value(v, 20) for v in value) if all(not isinstance(v, (dict, list)) for v in value) \
+            else f"[{len(value)} items]"
+    else:
+        text = str(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def fmt_fields(e: dict[str, Any], skip: tuple[str, ...] = ("ts", "run", "stage", "type")) -> str:
+    return ", ".join(f"{k}={fmt_value(v)}" for k, v in e.items() if k not in skip)
+
+
 class EventPrinter:
     """A listener for :class:`workspace.events.EventSink` that prints a readable log line per event."""
 
@@ -23,8 +45,7 @@ class EventPrinter:
         tag = f"[bold cyan]{stage:>8}[/]"
         c = self.console
         if kind == "start":
-            extra = ", ".join(f"{k}={v}" for k, v in e.items() if k not in ("ts", "run", "stage", "type"))
-            c.print(f"{tag} [bold]start[/] {escape(extra)}")
+            c.print(f"{tag} [bold]start[/] {escape(fmt_fields(e))}")
         elif kind == "log":
             style = {"warning": "yellow", "error": "red"}.get(e.get("level", "info"), "")
             msg = escape(str(e.get("message", "")))
@@ -36,7 +57,7 @@ class EventPrinter:
                 for key in ("loss", "eval_loss", "epoch", "lr", "grad_norm", "tokens_per_s", "gpu_reserved_gib", "gpu_peak_gib"):
                     if e.get(key) is not None:
                         v = e[key]
-                        parts.append(f"{key} {v:.3g}" if isinstance(v, float) else f"{key} {v}")
+                        parts.append(f"{key} {fmt_value(v)}")
                 c.print(f"{tag} " + "  ".join(parts))
         elif kind == "progress":
             done, total = e.get("done", 0), e.get("total")
@@ -53,8 +74,7 @@ class EventPrinter:
             if e.get("skipped"):
                 c.print(f"{tag} [dim]skipped: outputs exist for identical inputs[/]")
             else:
-                extra = ", ".join(f"{k}={v}" for k, v in e.items()
-                                  if k not in ("ts", "run", "stage", "type") and not isinstance(v, (dict, list)))
+                extra = fmt_fields({k: v for k, v in e.items() if not isinstance(v, (dict, list))})
                 c.print(f"{tag} [bold green]done[/] {escape(extra)}")
         elif kind == "error":
             c.print(f"{tag} [bold red]error[/] {escape(str(e.get('message')))}")

@@ -34,6 +34,7 @@ NAV_ITEMS: tuple[tuple[str, str, str], ...] = (
     ("history", "7", "History"),
 )
 
+LABEL_CELLS = 18  # a job's label in the navigation line is cut (by display width) to this many cells
 JOB_STYLE = {"starting": "yellow", "running": "yellow", "done": "green", "failed": "red", "cancelled": "magenta"}
 
 
@@ -42,7 +43,9 @@ def job_badge(job: JobState | None) -> Text:
     if job is None:
         return Text("no job", style="dim")
     state = "cancelling" if job.running and job.cancel_requested else job.state
-    return Text.assemble(("job ", "dim"), (job.label, "bold"), " ", (state, JOB_STYLE.get(job.state, "")))
+    label = Text(job.label, style="bold")
+    label.truncate(LABEL_CELLS, overflow="ellipsis")
+    return Text.assemble(("job ", "dim"), label, " ", (state, JOB_STYLE.get(job.state, "")))
 
 
 class NavTabs(Static):
@@ -58,7 +61,8 @@ class NavTabs(Static):
     def render(self) -> Text:
         text = Text()
         self._spans = []
-        text.append("ollatune ", style="bold")
+        if self.size.width >= 70:  # at 80 columns the job's state needs the room
+            text.append("ollatune ", style="bold")
         for mode, key, label in NAV_ITEMS:
             start = len(text)
             if mode == self.current:
@@ -94,7 +98,7 @@ class NavBar(Horizontal):
         yield Static(job_badge(getattr(self.app, "job", None)), id="nav-job")
 
     def show_job(self, job: JobState | None) -> None:
-        self.query_one("#nav-job", Static).update(job_badge(job))
+        self.query_one("#nav-job", Static).content = job_badge(job)  # (update() keeps the old auto width)
 
 
 class OllatuneScreen(Screen):

@@ -19,7 +19,7 @@ class StageProgress(Horizontal):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.stage: str | None = None
-        self.state = "idle"  # idle | running | done | skipped | failed
+        self.state = "idle"  # idle | running | done | skipped | failed | cancelled
         self.done: int | None = None
         self.total: int | None = None
         self.unit = ""
@@ -51,19 +51,29 @@ class StageProgress(Horizontal):
             if self.total:
                 self.done = self.total
         elif kind == "error":
-            self.stage = self.stage if stage == "pipeline" else stage
+            if stage not in ("pipeline", self.stage):  # a stage that failed before its first progress
+                self.stage, self.done, self.total, self.unit, self.eta_s = stage, None, None, "", None
             self.state = "failed"
         else:
             return
         self._render_state()
 
+    def finish(self, state: str) -> None:
+        """The job ended (failed or cancelled): the bar stops where it was instead of pulsing on."""
+        if self.state in ("idle", "running", "failed"):
+            self.state = state
+            self._render_state()
+
     def _render_state(self) -> None:
         bar = self.query_one(ProgressBar)
         if self.state in ("done", "skipped") and not self.total:
             bar.update(total=1, progress=1)
+        elif self.state in ("failed", "cancelled"):
+            bar.update(total=self.total or 1, progress=self.done or 0)  # a known total: no animation
         else:
             bar.update(total=self.total, progress=self.done or 0)
-        parts = [f"[b]{self.stage or '-'}[/b]", self.state]
+        style = {"failed": "red", "cancelled": "magenta", "done": "green"}.get(self.state, "")
+        parts = [f"[b]{self.stage or '-'}[/b]", f"[{style}]{self.state}[/]" if style else self.state]
         if self.done is not None:
             parts.append(f"{self.done}/{self.total if self.total is not None else '?'} {self.unit}".rstrip())
         if self.eta_s and self.state == "running":
