@@ -1,4 +1,4 @@
-"""The TUI's runs, run and compare screens, driven through Textual's Pilot against a real store and a
+"""The TUI's History (runs), run and compare screens, driven through Textual's Pilot against a real store and a
 real run folder."""
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ import time
 import pytest
 
 from tui.app import JobEvent, JobProgress, JobState, OllatuneApp
-from tui.screens.compare import CompareScreen
 from tui.screens.run import RunScreen
-from tui.screens.runs import RunsScreen, RunsTable
+from tui.screens.runs import HistoryScreen, RunsTable
 from tui.screens.sources import EventTail, load_runs, summarize_events
 from tui.widgets.event_log import EventLog
 from tui.widgets.loss_plot import LossPlot
@@ -27,14 +26,22 @@ from tests.tui_helpers import (  # noqa: F401 - workspace is a fixture
 )
 
 
+async def _open_history(app, pilot) -> HistoryScreen:  # noqa: ANN001
+    """Switch to the History screen and wait until its runs are read."""
+    await app.switch_mode("history")
+    screen = app.screen
+    assert isinstance(screen, HistoryScreen)
+    await wait_until(pilot, lambda: screen.query_one(RunsTable).row_count > 0)
+    await pilot.pause()
+    return screen
+
+
 def test_runs_table_lists_store_and_folder_runs(workspace):
     async def scenario() -> None:
-        app = OllatuneApp(workspace)
+        app = OllatuneApp(workspace, reattach=False)
         async with app.run_test(size=(140, 40)) as pilot:
-            await app.workers.wait_for_complete()
-            await pilot.pause()
-            assert isinstance(app.screen, RunsScreen)
-            table = app.screen.query_one(RunsTable)
+            screen = await _open_history(app, pilot)
+            table = screen.query_one(RunsTable)
             keys = [row.key.value for row in table.ordered_rows]
             assert set(keys) == {RUN_ID, "crashed-run"}
             assert _cell_text(table.get_cell(RUN_ID, "status")) == "done"
@@ -51,11 +58,9 @@ def test_runs_table_lists_store_and_folder_runs(workspace):
 
 def test_enter_opens_run_with_loss_curve_and_follows_the_log(workspace):
     async def scenario() -> None:
-        app = OllatuneApp(workspace)
+        app = OllatuneApp(workspace, reattach=False)
         async with app.run_test(size=(140, 40)) as pilot:
-            await app.workers.wait_for_complete()
-            await pilot.pause()
-            table = app.screen.query_one(RunsTable)
+            table = (await _open_history(app, pilot)).query_one(RunsTable)
             table.focus()
             table.move_cursor(row=table.get_row_index(RUN_ID))
             await pilot.press("enter")
@@ -81,54 +86,7 @@ def test_enter_opens_run_with_loss_curve_and_follows_the_log(workspace):
 
             await pilot.press("escape")
             await pilot.pause()
-            assert isinstance(app.screen, RunsScreen)
-
-    asyncio.run(scenario())
-
-
-def test_compare_screen_shows_metrics_and_examples(workspace):
-    async def scenario() -> None:
-        app = OllatuneApp(workspace)
-        async with app.run_test(size=(160, 50)) as pilot:
-            await app.workers.wait_for_complete()
-            await pilot.pause()
-            table = app.screen.query_one(RunsTable)
-            table.move_cursor(row=table.get_row_index(RUN_ID))
-            await pilot.press("c")
-            await pilot.pause()
-            screen = app.screen
-            assert isinstance(screen, CompareScreen)
-            await app.workers.wait_for_complete()
-            await pilot.pause()
-            assert screen.error is None
-            metrics = screen.query_one("#metrics")
-            rows = {row.key.value: [_cell_text(c) for c in metrics.get_row(row.key)] for row in metrics.ordered_rows}
-            # metric, vanilla, tuned, delta, winner, examples won (vanilla/tuned/tie)
-            assert rows["exact_match"] == ["exact_match", "0.000", "0.500", "+0.500", "tuned", "0/1/1"]
-            assert rows["char_f1"] == ["char_f1", "0.400", "0.800", "+0.400", "tuned", "0/1/1"]
-            examples = screen.query_one("#examples")
-            assert examples.row_count == 2
-            first = [_cell_text(c) for c in examples.get_row("ex-1")]
-            assert first[:5] == ["ex-1", "대한민국의 수도는?", "서울", "부산", "서울"]
-            second = [_cell_text(c) for c in examples.get_row("ex-2")]
-            assert second[4] == "SELECT [name] FROM t"  # model output shown as text, not read as markup
-            assert "0.000 / 1.000" in first  # exact_match of ex-1, vanilla / tuned
-            detail = str(screen.query_one("#example-detail").render())
-            assert "대한민국의 수도는?" in detail
-
-    asyncio.run(scenario())
-
-
-def test_compare_without_evals_says_what_to_do(workspace):
-    async def scenario() -> None:
-        app = OllatuneApp(workspace)
-        async with app.run_test() as pilot:
-            app.push_screen(CompareScreen("crashed-run"))
-            await pilot.pause()
-            await app.workers.wait_for_complete()
-            await pilot.pause()
-            assert "no finished evaluation" in (app.screen.error or "")
-            assert app.is_running
+            assert isinstance(app.screen, HistoryScreen)
 
     asyncio.run(scenario())
 

@@ -118,3 +118,24 @@ def screen_text(app) -> str:  # noqa: ANN001
     """What the terminal shows now, as plain text lines (for asserting on what a user reads)."""
     strips = app.screen._compositor.render_strips()
     return "\n".join("".join(segment.text for segment in strip).rstrip() for strip in strips)
+
+
+async def settle(app, timeout: float = 60.0) -> None:  # noqa: ANN001
+    """Wait until no worker of the app runs. A worker cancelled by a newer one of its exclusive group (a
+    screen reloading twice) is not an error, only no longer waited for."""
+    import asyncio
+
+    from textual.worker import WorkerCancelled
+
+    deadline = time.monotonic() + timeout
+    while True:
+        busy = [w for w in app.workers if not w.is_finished]
+        if not busy:
+            return
+        assert time.monotonic() < deadline, f"workers still running: {busy}"
+        try:
+            await asyncio.wait_for(app.workers.wait_for_complete(busy), max(deadline - time.monotonic(), 0.1))
+        except WorkerCancelled:
+            pass
+        except asyncio.TimeoutError:
+            pass

@@ -39,13 +39,13 @@ JOB_STYLE = {"starting": "yellow", "running": "yellow", "done": "green", "failed
 
 
 def job_badge(job: JobState | None) -> Text:
-    """The job's state in a few cells, for the navigation line: ``job: train running``."""
+    """The job's state in a few cells, for the navigation line: ``j job demo-ko running`` (j opens it)."""
     if job is None:
         return Text("no job", style="dim")
     state = "cancelling" if job.running and job.cancel_requested else job.state
     label = Text(job.label, style="bold")
     label.truncate(LABEL_CELLS, overflow="ellipsis")
-    return Text.assemble(("job ", "dim"), label, " ", (state, JOB_STYLE.get(job.state, "")))
+    return Text.assemble(("j", "bold"), (" job ", "dim"), label, " ", (state, JOB_STYLE.get(job.state, "")))
 
 
 class NavTabs(Static):
@@ -92,13 +92,17 @@ class NavBar(Horizontal):
     def __init__(self, current: str) -> None:
         super().__init__(id="nav")
         self.current = current
+        self._badge: str | None = None
 
     def compose(self) -> ComposeResult:
         yield NavTabs(self.current)
         yield Static(job_badge(getattr(self.app, "job", None)), id="nav-job")
 
     def show_job(self, job: JobState | None) -> None:
-        self.query_one("#nav-job", Static).content = job_badge(job)  # (update() keeps the old auto width)
+        badge = job_badge(job)
+        if badge.plain != self._badge:  # called for every event of the job: most change nothing
+            self._badge = badge.plain
+            self.query_one("#nav-job", Static).content = badge  # (update() keeps the old auto width)
 
 
 class OllatuneScreen(Screen):
@@ -106,6 +110,7 @@ class OllatuneScreen(Screen):
 
     NAV: ClassVar[str] = ""  # the NAV_ITEMS mode this screen is; "" for screens pushed on top
     HELP: ClassVar[str] = ""  # what the screen is for and how to use it, shown by `?` (Rich markup)
+    TITLE_TEXT: ClassVar[str] = ""  # the help's heading; the NAV_ITEMS label when empty
 
     def compose(self) -> ComposeResult:
         yield NavBar(self.NAV)

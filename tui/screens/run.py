@@ -61,7 +61,7 @@ class RunScreen(OllatuneScreen):
         Binding("c", "compare", "Compare"),
     ]
     DEFAULT_CSS = """
-    RunScreen #run-title { height: auto; max-height: 2; padding: 0 1; }
+    RunScreen #run-title { height: 2; padding: 0 1; }
     RunScreen #run-error { height: auto; max-height: 8; padding: 0 1; border: round $error; display: none; }
     RunScreen #run-error.shown { display: block; }
     RunScreen StageProgress { padding: 0 1; }
@@ -81,6 +81,7 @@ class RunScreen(OllatuneScreen):
         self.error_text: str | None = None
         self._job_fed = 0
         self._shown_state: str | None = None
+        self._title_text = ""
 
     def compose_body(self) -> Iterable[Widget]:
         self.NAV = getattr(self.app, "current_mode", "")  # the tab this view was opened from stays lit
@@ -133,7 +134,7 @@ class RunScreen(OllatuneScreen):
             self._shown_state = job.state
             self._job_state_changed(job)
             self.refresh_bindings()
-        self._show_title()
+            self._show_title()
 
     def _job_state_changed(self, job: JobState) -> None:
         stage = self.query_one(StageProgress)
@@ -203,7 +204,10 @@ class RunScreen(OllatuneScreen):
             parts.append("  ".join(bits))
         if self.job is not None and not self.job.running:
             parts.append(escape(self.job.describe()))
-        self.query_one("#run-title", Static).update("  ·  ".join(parts))
+        text = "  ·  ".join(parts)
+        if text != self._title_text:  # unchanged on most events; its height is fixed, so no layout pass
+            self._title_text = text
+            self.query_one("#run-title", Static).update(text, layout=False)
 
     def action_cancel(self) -> None:
         self.app.action_cancel_job()  # type: ignore[attr-defined]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 from textual_plotext import PlotextPlot
 
 MAX_TICKS = 6
+REDRAW_S = 0.25  # a curve fed 20 metric events a second is drawn at most this often
 
 
 def step_ticks(steps: list[int], most: int = MAX_TICKS) -> list[int]:
@@ -37,6 +39,8 @@ class LossPlot(PlotextPlot):
         self.eval_losses: list[float] = []
         self.note: str = ""  # why there is no curve, or where it comes from
         self.title_text = ""
+        self._drawn_at = 0.0
+        self._pending = None  # the timer of a deferred redraw
 
     def on_mount(self) -> None:
         self.replot()
@@ -61,17 +65,31 @@ class LossPlot(PlotextPlot):
         """Say why nothing is drawn (a job that ended before logging a loss), instead of "waiting"."""
         if not self.losses and not self.eval_losses:
             self.note = reason
-            self.replot()
+            self.replot(now=True)
 
-    def replot(self) -> None:
+    def replot(self, now: bool = False) -> None:
+        """Redraw, at most every REDRAW_S: a sooner call schedules one redraw for the end of the interval."""
+        self.title_text = self._title()
+        wait = self._drawn_at + REDRAW_S - time.monotonic()
+        if now or wait <= 0 or not self.is_mounted:
+            self._draw()
+        elif self._pending is None:
+            self._pending = self.set_timer(wait, self._draw)
+
+    def _title(self) -> str:
+        if self.losses or self.eval_losses:
+            return "loss" + (f" ({self.note})" if self.note else "")
+        return f"loss: {self.note}" if self.note else "loss (waiting for the first logged step)"
+
+    def _draw(self) -> None:
+        if self._pending is not None:
+            self._pending.stop()
+            self._pending = None
+        self._drawn_at = time.monotonic()
         plt = self.plt
         plt.clear_data()
-        if self.losses or self.eval_losses:
-            title = "loss" + (f" ({self.note})" if self.note else "")
-        else:
-            title = f"loss: {self.note}" if self.note else "loss (waiting for the first logged step)"
-        self.title_text = title
-        plt.title(title)
+        self.title_text = self._title()
+        plt.title(self.title_text)
         plt.xlabel("step")
         if self.losses:
             plt.plot(self.steps, self.losses, label="train", marker="hd")

@@ -24,6 +24,7 @@ class StageProgress(Horizontal):
         self.total: int | None = None
         self.unit = ""
         self.eta_s: float | None = None
+        self._label = ""
 
     def compose(self) -> ComposeResult:
         yield Label("waiting for events", id="stage-label")
@@ -78,4 +79,7 @@ class StageProgress(Horizontal):
             parts.append(f"{self.done}/{self.total if self.total is not None else '?'} {self.unit}".rstrip())
         if self.eta_s and self.state == "running":
             parts.append(f"eta {self.eta_s:.0f}s")
-        self.query_one("#stage-label", Label).update("  ".join(parts))
+        label = "  ".join(parts)
+        if label != self._label:  # the label's width is 1fr: a change needs no layout pass
+            self._label = label
+            self.query_one("#stage-label", Label).update(label, layout=False)
