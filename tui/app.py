@@ -19,6 +19,7 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from rich.markup import escape
 from textual import work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
@@ -149,7 +150,7 @@ class QuitScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static(f"[b]{self.job.label}[/b] is {self.job.describe()}.\n"
+            yield Static(f"[b]{escape(self.job.label)}[/b] is still running.\n"
                          "Leave it running and the next `ollatune tui` reattaches to it.", markup=True)
             yield Button("s  Stop the job, then quit", id="stop", variant="error")
             yield Button("l  Leave it running, quit", id="leave", variant="primary")
@@ -288,8 +289,6 @@ class OllatuneApp(App[None]):
         self.push_screen(HelpScreen(self.help_text(self.screen)))
 
     def help_text(self, screen: Screen) -> str:
-        from rich.markup import escape
-
         labels = {mode: label for mode, _, label in NAV_ITEMS}
         title = getattr(screen, "TITLE_TEXT", "") or labels.get(getattr(screen, "NAV", ""), "") or type(screen).__name__
         lines = [f"[b]{escape(title)}[/b]"]

@@ -412,7 +412,9 @@ def report(
 
 @app.command()
 def tui() -> None:
-    """Open the terminal UI: runs, live training curves, and the vanilla-vs-tuned comparison."""
+    """Open the terminal UI over the whole loop: data, training with live curves, export, models and chat,
+    evaluations and the vanilla-vs-tuned comparison, history. Jobs run as child processes of this CLI; one left
+    running when you quit is reattached the next time."""
     from tui.app import run_app
 
     run_app(_settings())
