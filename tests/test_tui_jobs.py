@@ -120,7 +120,7 @@ def test_job_events_drive_the_run_screen(workspace, tmp_path):
             log_text = "\n".join(line.text for line in screen.query_one(EventLog).lines)
             assert "a library printing to stdout" in log_text
             assert "exit code 0" in str(screen.query_one("#run-title").render())
-            assert "job demo-ko done" in screen_text(app).splitlines()[0]
+            assert screen_text(app).splitlines()[0].endswith("j demo-ko done")
             assert any("finished" in n.message for n in _notifications(app))
             # the job's output went to its own folder, and nothing is left for a later TUI to reattach to
             assert job.stdout_path.is_file() and read_current(workspace.home) is None
@@ -259,7 +259,7 @@ def test_a_job_left_running_is_reattached_by_the_next_tui(workspace, tmp_path):
             assert job.attached and job.pid == pid and job.running
             assert job.events[0]["stage"] == "finetune"  # replayed from the start
             await pilot.pause()
-            assert "job demo-ko running" in screen_text(app).splitlines()[0]
+            assert screen_text(app).splitlines()[0].endswith("j demo-ko running")
             await pilot.press("j")
             await wait_until(pilot, lambda: isinstance(app.screen, RunScreen))
             await wait_until(pilot, lambda: app.screen.query_one(LossPlot).losses == [1.0])

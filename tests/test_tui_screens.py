@@ -9,6 +9,7 @@ import json
 import sys
 
 import pytest
+from rich.text import Text
 
 from tests.tui_helpers import settle, screen_text, wait_until, workspace  # noqa: F401 - workspace is a fixture
 from tui.app import HelpScreen, OllatuneApp, QuitScreen
@@ -59,10 +60,13 @@ def test_every_screen_is_whole_safe_and_explained(workspace, fixed_facts, size):
                 # help: the screen's own text and its keys
                 await pilot.press("f1")
                 await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen))
-                help_text = screen_text(app)
+                await pilot.pause()
+                help_text = Text.from_markup(str(app.screen.query_one("#help-text").content)).plain
                 assert label in help_text and "Keys on this screen" in help_text
-                assert screen.HELP.split()[0] in help_text, mode
-                assert not unsafe_chars(help_text)
+                assert Text.from_markup(screen.HELP).plain.split()[0] in help_text, mode
+                for description in shown:
+                    assert description in help_text, (mode, description)
+                assert not unsafe_chars(help_text) and not unsafe_chars(screen_text(app))
                 await pilot.press("escape")
                 await wait_until(pilot, lambda: app.screen is screen)
 
@@ -171,9 +175,11 @@ def test_snapshot_quit_question(workspace, fixed_facts, snap_compare, tmp_path):
     script = tmp_path / "hangs.py"
     script.write_text(HANGS, encoding="utf-8")
     app = _app(workspace, job_command=[sys.executable, str(script)])
+    _live_log(workspace)
+    live = _open_live(workspace)
 
     async def run_before(pilot) -> None:  # noqa: ANN001
-        await settle(app)
+        await live(pilot)  # behind the question: the live view (Home shows the store's clock times)
         job = app.start_job("demo-ko", ["pipeline", "demo-ko"], view=False)
         await wait_until(pilot, lambda: job.running and job.pid is not None)
         await pilot.press("q")

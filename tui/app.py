@@ -138,7 +138,7 @@ class QuitScreen(ModalScreen[str | None]):
     ]
     DEFAULT_CSS = """
     QuitScreen { align: center middle; }
-    QuitScreen > Vertical { width: 64; max-width: 100%; height: auto; padding: 1 2; border: thick $warning;
+    QuitScreen > Vertical { width: 60; max-width: 100%; height: auto; padding: 1 2; border: thick $warning;
                             background: $surface; }
     QuitScreen Static { width: 100%; margin-bottom: 1; }
     QuitScreen Button { width: 100%; margin-bottom: 1; }
@@ -152,9 +152,9 @@ class QuitScreen(ModalScreen[str | None]):
         with Vertical():
             yield Static(f"[b]{escape(self.job.label)}[/b] is still running.\n"
                          "Leave it running and the next `ollatune tui` reattaches to it.", markup=True)
-            yield Button("s  Stop the job, then quit", id="stop", variant="error")
-            yield Button("l  Leave it running, quit", id="leave", variant="primary")
-            yield Button("esc  Stay", id="stay")
+            yield Button("s  Stop the job, then quit", id="stop", variant="error", compact=True)
+            yield Button("l  Leave it running, quit", id="leave", variant="primary", compact=True)
+            yield Button("esc  Stay", id="stay", compact=True)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.dismiss({"stop": "stop", "leave": "leave"}.get(event.button.id or ""))

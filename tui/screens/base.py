@@ -34,18 +34,19 @@ NAV_ITEMS: tuple[tuple[str, str, str], ...] = (
     ("history", "7", "History"),
 )
 
-LABEL_CELLS = 18  # a job's label in the navigation line is cut (by display width) to this many cells
+LABEL_CELLS = 12  # a job's label in the navigation line is cut (by display width) to this many cells
 JOB_STYLE = {"starting": "yellow", "running": "yellow", "done": "green", "failed": "red", "cancelled": "magenta"}
 
 
 def job_badge(job: JobState | None) -> Text:
-    """The job's state in a few cells, for the navigation line: ``j job demo-ko running`` (j opens it)."""
+    """The job's state in at most 24 cells, for the navigation line: ``j demo-ko running`` (j opens it);
+    at 80 columns the seven tabs leave no more."""
     if job is None:
         return Text("no job", style="dim")
-    state = "cancelling" if job.running and job.cancel_requested else job.state
+    state = "stopping" if job.running and job.cancel_requested else job.state
     label = Text(job.label, style="bold")
     label.truncate(LABEL_CELLS, overflow="ellipsis")
-    return Text.assemble(("j", "bold"), (" job ", "dim"), label, " ", (state, JOB_STYLE.get(job.state, "")))
+    return Text.assemble(("j ", "bold"), label, " ", (state, JOB_STYLE.get(job.state, "")))
 
 
 class NavTabs(Static):
@@ -86,7 +87,7 @@ class NavBar(Horizontal):
 
     DEFAULT_CSS = """
     NavBar { height: 1; background: $boost; }
-    NavBar > #nav-job { width: auto; padding: 0 1; }
+    NavBar > #nav-job { width: auto; padding: 0 0 0 1; }
     """
 
     def __init__(self, current: str) -> None:
