@@ -191,3 +191,16 @@ def test_snapshot_quit_question(workspace, fixed_facts, snap_compare, tmp_path):
     finally:
         if app.job is not None and app.job.process is not None:
             app.job.process.kill()
+
+
+def test_the_mouse_switches_screens_from_the_top_line(workspace, fixed_facts):
+    async def scenario() -> None:
+        app = _app(workspace)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(app)
+            nav = screen_text(app).splitlines()[0]
+            for label, mode in (("3 Train", "train"), ("7 History", "history"), ("1 Home", "home")):
+                assert await pilot.click("#nav-tabs", offset=(nav.index(label) + 2, 0))
+                await wait_until(pilot, lambda: app.current_mode == mode)
+
+    asyncio.run(scenario())
