@@ -29,7 +29,7 @@ STEPS = 2  # the e2e test trains 3: another run id, so neither test skips the ot
 SERVE_NAME = "ollatune/tui-flow"
 # what the form has a field for (its id: the recipe key with - for . and _), and the text typed into it
 FORM = {"f-train-batch-size": "4", "f-data-max-seq-len": "192", "f-train-max-steps": str(STEPS)}
-MORE_SET = f"eval.limit=3 eval.num_predict=24 export.verify_tokens=4 serve.name={SERVE_NAME}"
+MORE_SET = f"eval.limit=3 eval.num_predict=24 export.verify_tokens=4 export.probes=2 serve.name={SERVE_NAME}"
 STAGES = ("data", "finetune", "export", "serve", "evals")  # the order of the "stop after" choices
 JOB_TIMEOUT = 900.0
 

@@ -81,7 +81,7 @@ def human_duration(seconds: float | None) -> str:
 
 
 def _when(dt: datetime | None) -> str:
-    return dt.astimezone().strftime("%y-%m-%d %H:%M") if dt else "-"
+    return dt.astimezone().strftime("%Y-%m-%d %H:%M") if dt else "-"
 
 
 def lineage_renderable(lin: Lineage) -> RenderableType:
