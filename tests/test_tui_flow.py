@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -25,7 +26,7 @@ from workspace.settings import Settings
 
 pytestmark = pytest.mark.slow
 
-STEPS = 2  # the e2e test trains 3: another run id, so neither test skips the other's stages
+STEPS = 2
 SERVE_NAME = "ollatune/tui-flow"
 # what the form has a field for (its id: the recipe key with - for . and _), and the text typed into it
 FORM = {"f-train-batch-size": "4", "f-data-max-seq-len": "192", "f-train-max-steps": str(STEPS)}
@@ -79,12 +80,31 @@ async def _cursor_to(pilot, table: DataTable, wanted, limit: int = 50) -> None: 
     raise AssertionError("the row was not reached")
 
 
+def _group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of a process group: a job runs in a session of its own, and the embedded
+    runtime's model runners it starts stay in that group."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_bytes().rsplit(b")", 1)[-1].split()
+        except OSError:
+            continue
+        if len(fields) > 2 and fields[0] != b"Z" and int(fields[2]) == pgid:
+            members.append(int(stat.parent.name))
+    return members
+
+
 def _stage_events(job, run_id: str) -> list[dict]:  # noqa: ANN001
     return [e for e in job.events if e.get("run") == run_id]
 
 
-def test_cpu_loop_through_the_tui(session_home, smollm2_base):  # noqa: ARG001 - the base converted once
-    settings = Settings(home=session_home).ensure()
+def test_cpu_loop_through_the_tui(session_home, smollm2_base, tmp_path):  # noqa: ARG001 - converts the base
+    # A workspace of its own (the e2e tests expect theirs to hold a single demo-ko run, whatever the test
+    # order) whose models folder is the shared one, where smollm2_base converted the base once per session.
+    home = tmp_path / "workspace"
+    home.mkdir()
+    (home / "models").symlink_to(Settings(home=session_home).models_dir, target_is_directory=True)
+    settings = Settings(home=home).ensure()
     app = OllatuneApp(settings)
     shown: list[tuple[str, str]] = []  # (severity, message) of every notification, kept after the toast is gone
     notify = app.notify
@@ -94,6 +114,8 @@ def test_cpu_loop_through_the_tui(session_home, smollm2_base):  # noqa: ARG001 -
         return notify(message, *args, **kwargs)
 
     app.notify = recording_notify  # type: ignore[method-assign]
+    jobs: list = []  # every job the screens started
+    app.add_job_listener(lambda job, _event: None if any(j is job for j in jobs) else jobs.append(job))
     timings: dict[str, float] = {}
     t0 = time.monotonic()
 
@@ -102,7 +124,7 @@ def test_cpu_loop_through_the_tui(session_home, smollm2_base):  # noqa: ARG001 -
             try:
                 # 1. Train screen: demo-ko, a tiny budget, up to the finetune stage.
                 await pilot.press("3")
-                await wait_until(pilot, lambda: isinstance(app.screen, TrainScreen) and app.screen.recipe is not None)
+                await wait_until(pilot, lambda: isinstance(app.screen, TrainScreen) and app.screen.recipe)
                 train = app.screen
                 await settle(app)
                 assert isinstance(app.focused, OptionList) and app.focused.id == "recipe-list"
@@ -238,6 +260,12 @@ def test_cpu_loop_through_the_tui(session_home, smollm2_base):  # noqa: ARG001 -
     asyncio.run(scenario())
     timings["total"] = time.monotonic() - t0
     print("tui flow timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
-    assert app.job is not None and not app.job.alive()
+    assert [j.label for j in jobs] == ["demo-ko", f"export {jobs[0].run_id}", "demo-ko"] and app.job is jobs[-1]
+    assert not any(j.alive() for j in jobs)
+    if Path("/proc").is_dir():  # nothing a job started (the embedded runtime's model runners) outlives it
+        deadline = time.monotonic() + 10
+        while any(_group_members(j.pid) for j in jobs) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [pid for j in jobs for pid in _group_members(j.pid)]
     errors = [message for severity, message in shown if severity == "error"]
     assert not errors, errors

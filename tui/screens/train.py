@@ -393,11 +393,14 @@ class TrainScreen(OllatuneScreen):
         "The time is the recipe's steps x the seconds per step measured in a past run here with the same "
         "base model, backend, batch and sequence length; \"unknown\" without one.\n"
         "Data chosen on the Data screen (2) fills the data fields.\n"
+        "While a field has the focus, letters go into it: [b]ctrl+s[/b] starts from there, [b]esc[/b] leaves the "
+        "field (then s, 1-7 and q work again).\n"
         "[b]x[/b] cancels the running job, [b]R[/b] resumes the last one, [b]j[/b] shows its live view."
     )
     BINDINGS = [
         Binding("s", "start", "Start"),
-        Binding("ctrl+s", "start", "Start", show=False),
+        Binding("ctrl+s", "start", "Start", key_display="^s", priority=True),
+        Binding("escape", "leave_field", "Done"),
     ]
     DEFAULT_CSS = """
     TrainScreen #train-body { height: 1fr; }
@@ -629,6 +632,24 @@ class TrainScreen(OllatuneScreen):
         return result
 
     # -- starting, and the job's state
+
+    def _in_field(self) -> bool:
+        return isinstance(self.focused, Input)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # The footer shows s outside a field and ctrl+s / esc inside one, where letters are typed.
+        if action == "leave_field":
+            return self._in_field()
+        return True
+
+    def on_descendant_focus(self) -> None:
+        self.refresh_bindings()
+
+    def on_descendant_blur(self) -> None:
+        self.refresh_bindings()
+
+    def action_leave_field(self) -> None:
+        self.query_one("#start", Button).focus()
 
     @on(Button.Pressed, "#start")
     def _start_pressed(self) -> None:
