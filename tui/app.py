@@ -205,7 +205,7 @@ class OllatuneApp(App[None]):
         Binding("q", "quit", "Quit"),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("f1", "help", "Help", show=False),
-        Binding("x", "cancel_job", "Cancel job", show=False),
+        Binding("x", "cancel_job", "Cancel job"),  # in every footer while a job runs (check_action)
         Binding("R", "resume_job", "Resume job", show=False),
         Binding("j", "show_job", "Job", show=False),
         Binding("ctrl+t", "toggle_dark", "Light/dark", show=False),
@@ -233,6 +233,11 @@ class OllatuneApp(App[None]):
             self._reattach()
 
     # the screens
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "cancel_job":
+            return self.job is not None and self.job.running
+        return True
 
     def get_key_display(self, binding: Binding) -> str:
         if binding.key_display:
@@ -320,6 +325,8 @@ class OllatuneApp(App[None]):
             self._job_listeners.remove(listener)
 
     def _tell(self, job: JobState, event: dict[str, Any] | None) -> None:
+        if event is None:  # a change of state: the footers' "x Cancel job" comes or goes
+            self.refresh_bindings()
         for listener in list(self._job_listeners):
             try:
                 listener(job, event)
