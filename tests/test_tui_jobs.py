@@ -363,3 +363,69 @@ def test_event_fields_are_rounded_and_summarised():
     assert fmt_value([1, 2.123456]) == "1, 2.123"
     assert fmt_value([{"a": 1}]) == "[1 items]"
     assert len(fmt_value("x" * 200)) == 60
+
+
+def test_a_reattach_record_whose_pid_now_belongs_to_another_process_is_not_signalled(workspace, tmp_path):
+    from tui.jobs import process_start, write_current
+
+    other = __import__("subprocess").Popen([sys.executable, "-c", "import time; time.sleep(30)"],
+                                           start_new_session=True)
+    try:
+        job_dir = tmp_path / "job"
+        job_dir.mkdir()
+        (job_dir / "stdout.jsonl").write_text("", encoding="utf-8")
+        job = JobState("demo-ko", ["pipeline"], ["x"], job_dir=job_dir, pid=other.pid)
+        (workspace.home / "jobs").mkdir(exist_ok=True)
+        write_current(workspace.home, job)
+        record = read_current(workspace.home)
+        assert record.start_mark == process_start(other.pid) and record.alive()
+        record.start_mark = "1"  # as if the recorded job had ended and its pid been given to this process
+        assert not record.alive()
+        record.signal(signal.SIGKILL)
+        assert other.poll() is None  # untouched
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_job_that_finished_before_its_cancel_took_effect_is_done():
+    job = JobState("demo-ko", ["pipeline"], ["x"])
+    job.cancel_requested, job.returncode = True, 0
+    assert job.final_state() == "done"
+    job.returncode = -2
+    assert job.final_state() == "cancelled"
+    job.cancel_requested, job.returncode = False, 1
+    assert job.final_state() == "failed"
+
+
+def test_j_goes_back_to_the_open_live_view_instead_of_stacking_another(workspace, tmp_path):
+    async def scenario() -> None:
+        app = OllatuneApp(workspace, job_command=_script(tmp_path, JOB_HANGS), reattach=False)
+        async with app.run_test(size=(80, 24)) as pilot:
+            job = await _start_job(app, pilot)
+            await wait_until(pilot, lambda: job.events)
+            view = app.screen
+            await pilot.press("c")  # the comparison on top of the live view
+            await wait_until(pilot, lambda: app.screen is not view)
+            await pilot.press("j")
+            await wait_until(pilot, lambda: app.screen is view)
+            assert len([s for s in app.screen_stack if isinstance(s, RunScreen)]) == 1
+            await pilot.press("x")
+            await wait_until(pilot, lambda: not job.running)
+
+    asyncio.run(scenario())
+
+
+def test_stdout_text_with_brackets_reaches_the_log_as_written(workspace, tmp_path):
+    source = 'print("loading [weights] 50%", flush=True)\n'
+
+    async def scenario() -> None:
+        app = OllatuneApp(workspace, job_command=_script(tmp_path, source), reattach=False)
+        async with app.run_test(size=(80, 24)) as pilot:
+            job = await _start_job(app, pilot)
+            await wait_until(pilot, lambda: not job.running)
+            await pilot.pause()
+            log_text = "\n".join(line.text for line in app.screen.query_one(EventLog).lines)
+            assert "loading [weights] 50%" in log_text and "\\[" not in log_text
+
+    asyncio.run(scenario())

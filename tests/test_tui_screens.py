@@ -204,3 +204,44 @@ def test_the_mouse_switches_screens_from_the_top_line(workspace, fixed_facts):
                 await wait_until(pilot, lambda: app.current_mode == mode)
 
     asyncio.run(scenario())
+
+
+def test_a_model_registered_again_is_one_row_and_home_still_opens(workspace, fixed_facts):
+    """Training a recipe again registers its name again with a new digest: one model, the newest."""
+    from workspace.store import RegisteredModel, open_store, session_scope
+
+    with session_scope(open_store(workspace.db_path)) as s:
+        s.add(RegisteredModel(name="ollatune/demo-ko", host="embedded", digest="sha256:" + "3" * 64, role="tuned",
+                              template_family="chatml"))
+
+    async def scenario() -> None:
+        app = _app(workspace)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(app)
+            await pilot.pause()
+            table = app.screen.query_one("#home-models")
+            names = [table.get_row_at(i)[0] for i in range(table.row_count)]
+            assert sorted(str(n) for n in names) == ["ollatune/demo-ko", "ollatune/demo-ko-vanilla"]
+            assert app.is_running
+
+    asyncio.run(scenario())
+
+
+def test_the_data_screens_split_settings_without_a_form_row_reach_the_train_form(workspace, fixed_facts):
+    async def scenario() -> None:
+        app = _app(workspace)
+        async with app.run_test(size=(120, 40)) as pilot:
+            app.selected_data = {"source": "ko-alpaca", "task": "alpaca", "eval_rows": 12,
+                                 "overrides": ["data.path=ko-alpaca", "data.eval_rows=12", "data.val_rows=7",
+                                               "data.seed=11"]}
+            await pilot.press("3")
+            await wait_until(pilot, lambda: app.current_mode == "train")
+            await settle(app)
+            await wait_until(pilot, lambda: app.screen.recipe is not None)
+            await pilot.pause()
+            screen = app.screen
+            assert screen.query_one("#f-extra").value == "data.val_rows=7 data.seed=11"
+            args = screen.job_args()
+            assert "data.val_rows=7" in args and "data.seed=11" in args and "data.eval_rows=12" in args
+
+    asyncio.run(scenario())

@@ -352,6 +352,12 @@ class OllatuneApp(App[None]):
     def show_job_view(self, job: JobState) -> None:
         from tui.screens.run import RunScreen
 
+        stack = self.screen_stack
+        for index, screen in enumerate(stack):
+            if isinstance(screen, RunScreen) and screen.job is job:  # its view is open: back to it
+                for _ in range(len(stack) - 1 - index):
+                    self.pop_screen()
+                return
         run_dir = self.settings.runs_dir / job.run_id if job.run_id else None
         view = RunScreen(job.run_id, run_dir, job=job)
         if isinstance(self.screen, RunScreen):

@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rich.markup import escape
-
 STDERR_TAIL = 20  # stderr lines kept to explain a job that died without an error event
 CURRENT = "current.json"
 
@@ -40,7 +38,8 @@ def parse_event_line(line: bytes | str) -> dict[str, Any] | None:
         event = None
     if isinstance(event, dict) and "type" in event:
         return event
-    return {"ts": round(time.time(), 3), "stage": "stdout", "type": "log", "level": "info", "message": escape(text)}
+    # plain text: the event log's printer escapes it like every message
+    return {"ts": round(time.time(), 3), "stage": "stdout", "type": "log", "level": "info", "message": text}
 
 
 class LineTail:
@@ -86,6 +85,7 @@ class JobState:
     attached: bool = False  # started by an earlier TUI: not our child, so no exit code
     detach: bool = False  # the user quit and left it running
     started: float = field(default_factory=time.time)
+    start_mark: str | None = None  # the process's start time (/proc): tells it from a later one with its pid
     stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=STDERR_TAIL))
     process: Any = field(default=None, repr=False)  # subprocess.Popen of a job this app started
 
@@ -120,7 +120,10 @@ class JobState:
         """Whether the job's process still runs (for a reattached job, which is not our child)."""
         if self.process is not None:
             return self.process.poll() is None
-        return self.pid is not None and pid_alive(self.pid)
+        if self.pid is None or not pid_alive(self.pid):
+            return False
+        # a reattached job: its pid may since belong to another process, which must never be signalled
+        return self.start_mark is None or process_start(self.pid) in (None, self.start_mark)
 
     def signal(self, sig: int) -> None:
         """Signal the job's whole process group (it runs in a session of its own)."""
@@ -139,10 +142,11 @@ class JobState:
         if self.launch_error:
             return "failed"
         interrupted = self.error is not None and self.error.get("message") == "interrupted"
+        clean = self.error is None and (self.returncode == 0 or (self.returncode is None and self._finished()))
+        if clean:  # it finished before a cancel took effect
+            return "done"
         if self.cancel_requested or (interrupted and self.attached):
             return "cancelled"
-        if self.error is None and (self.returncode == 0 or (self.returncode is None and self._finished())):
-            return "done"
         return "failed"
 
     def _finished(self) -> bool:
@@ -194,6 +198,15 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+def process_start(pid: int) -> str | None:
+    """When the process started (clock ticks since boot, from /proc); None where /proc is not there."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[-1].split()[19].decode()
+    except (OSError, IndexError):
+        return None
+
+
 def jobs_dir(home: Path) -> Path:
     return Path(home) / "jobs"
 
@@ -215,7 +228,8 @@ def new_job_dir(home: Path) -> Path:
 def write_current(home: Path, job: JobState) -> None:
     """Record the running job so that a later TUI can reattach to it (written atomically)."""
     record = {"label": job.label, "args": job.args, "command": job.command, "pid": job.pid,
-              "job_dir": str(job.job_dir), "started": job.started}
+              "start_mark": process_start(job.pid) if job.pid else None, "job_dir": str(job.job_dir),
+              "started": job.started}
     path = jobs_dir(home) / CURRENT
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(record), encoding="utf-8")
@@ -239,7 +253,8 @@ def read_current(home: Path) -> JobState | None:
         record = json.loads(path.read_text(encoding="utf-8"))
         job = JobState(label=str(record["label"]), args=[str(a) for a in record["args"]],
                        command=[str(a) for a in record["command"]], job_dir=Path(record["job_dir"]),
-                       pid=int(record["pid"]), attached=True, started=float(record.get("started") or 0))
+                       pid=int(record["pid"]), attached=True, started=float(record.get("started") or 0),
+                       start_mark=record.get("start_mark"))
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return job

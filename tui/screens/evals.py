@@ -301,6 +301,8 @@ models' newest finished evaluations of the chosen suite."""
 
     def __init__(self) -> None:
         super().__init__()
+        self._loaded = False  # set before any Resize can arrive
+        self._widths: TableWidths | None = None
         self.suites: list[SuiteInfo] = []
         self.store = StoreData()
         self.error: str | None = None
@@ -325,8 +327,6 @@ models' newest finished evaluations of the chosen suite."""
 
     def on_mount(self) -> None:
         super().on_mount()
-        self._loaded = False
-        self._widths: TableWidths | None = None
         self.reload()
 
     def on_resize(self, event: Resize) -> None:

@@ -412,8 +412,6 @@ class ExportScreen(OllatuneScreen):
         if job is not None:
             text.append(f"{job.label} ", style="dim")
             text.append(job.state, style=JOB_STYLE.get(job.state, ""))
-            if job.state == "failed" and job.error:
-                text.append(f"\n{job.error.get('stage', '?')}: {job.error.get('message') or 'error'}", style="red")
-                if job.error.get("hint"):
-                    text.append(f"\nnext: {job.error['hint']}")
+            if job.state == "failed":  # the error and its next step, or the exit code and stderr tail
+                text.append(f"\n{job.failure_text()}", style="red")
         self.query_one("#export-job", Static).update(text)

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 from rich.markup import escape as escape_rich
 from rich.text import Text
 from textual import work
+from textual.worker import get_current_worker
 from textual.binding import Binding
 from textual.message import Message
 from textual.widget import Widget
@@ -29,6 +30,7 @@ from tui.screens.sources import (
     HomeState,
     cpu_threads,
     environment_lines,
+    kill_probes,
     load_home,
     on_gpu,
     probe_environment,
@@ -179,12 +181,16 @@ class HomeScreen(OllatuneScreen):
         self._show_suggestion()
         self.action_refresh()
 
+    def on_unmount(self) -> None:
+        kill_probes()  # the app is closing: its exit would otherwise wait for the check to finish
+
     def on_screen_resume(self) -> None:
         self.load_workspace()
 
     # reading
 
     def action_refresh(self) -> None:
+        kill_probes()  # the check still running is replaced, not left to run beside the new one
         self.checks, self.probe_done = {}, False
         self._show_env()
         self.probe_environment()
@@ -192,13 +198,17 @@ class HomeScreen(OllatuneScreen):
 
     @work(thread=True, exclusive=True, group="home-env", exit_on_error=False, description="check the environment")
     def probe_environment(self) -> None:
+        worker = get_current_worker()
         try:
             for check in self.probe(self.app.settings):  # type: ignore[attr-defined]
+                if worker.is_cancelled:
+                    return
                 self.post_message(EnvCheckMessage(tuple(check)))  # type: ignore[arg-type]
         except Exception as exc:  # the probe must not take the screen down
             self.post_message(EnvCheckMessage(("doctor", "fail", f"the environment check failed: {exc}; "
                                                                  "run `ollatune doctor` for details")))
-        self.post_message(EnvCheckMessage(None))
+        if not worker.is_cancelled:  # a replaced check must not end the new one's "pending" lines
+            self.post_message(EnvCheckMessage(None))
 
     @work(thread=True, exclusive=True, group="home-workspace", exit_on_error=False, description="read the workspace")
     def load_workspace(self) -> None:

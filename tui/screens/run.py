@@ -194,6 +194,8 @@ class RunScreen(OllatuneScreen):
 
     def _show_title(self) -> None:
         parts = [f"run [b]{escape(self.run_id or 'starting...')}[/b]"]
+        if self.job is not None and not self.job.running:  # before the metrics: never the part that is cut
+            parts.append(escape(self.job.describe()))
         m = self.last_metric
         if m:
             bits = [f"step {m.get('step')}" + (f"/{m['total_steps']}" if m.get("total_steps") else "")]
@@ -202,8 +204,6 @@ class RunScreen(OllatuneScreen):
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     bits.append(f"{label} {value:{fmt}}")
             parts.append("  ".join(bits))
-        if self.job is not None and not self.job.running:
-            parts.append(escape(self.job.describe()))
         text = "  ·  ".join(parts)
         if text != self._title_text:  # unchanged on most events; its height is fixed, so no layout pass
             self._title_text = text

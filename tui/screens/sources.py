@@ -92,9 +92,12 @@ class EventTail:
             self.offset, self._partial = 0, b""
         if size == self.offset:
             return []
-        with open(self.path, "rb") as f:
-            f.seek(self.offset)
-            chunk = f.read(size - self.offset)
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                chunk = f.read(size - self.offset)
+        except OSError:  # the run folder went away between the two calls
+            return []
         self.offset += len(chunk)
         data = self._partial + chunk
         lines = data.split(b"\n")
@@ -394,13 +397,18 @@ def load_models(settings: Settings, limit: int | None = None) -> list[Registered
 
     factory = open_store(settings.db_path)
     out: list[RegisteredSummary] = []
+    seen: set[tuple[str, str]] = set()
     with session_scope(factory) as s:
         query = select(RegisteredModel).order_by(RegisteredModel.created_at.desc(), RegisteredModel.id.desc())
-        if limit is not None:
-            query = query.limit(limit)
         for m in s.scalars(query):
+            # A name registered again (a new digest) is one model: the newest registration counts.
+            if (m.name, m.host) in seen:
+                continue
+            seen.add((m.name, m.host))
             tr = m.artifact.training_run if m.artifact is not None else None
             out.append(RegisteredSummary(m.name, m.role, m.host, tr.run_id if tr else None, _aware(m.created_at)))
+            if limit is not None and len(out) >= limit:
+                break
     return out
 
 
@@ -461,20 +469,37 @@ for check in run_checks(Settings.model_validate_json(sys.argv[1])):
 """
 
 
+_PROBES: set = set()  # doctor children still running (subprocess.Popen), so that they can be stopped
+
+
+def kill_probes() -> None:
+    """Stop every environment check still running (its screen went away, or a newer one replaces it):
+    its reader thread then ends at once instead of holding the app's exit until the check is done."""
+    for proc in list(_PROBES):
+        if proc.poll() is None:
+            proc.kill()
+
+
 def probe_environment(settings: Settings) -> Iterable[DoctorCheck]:
     """The doctor's checks of this machine for ``settings``, each as soon as the doctor has made it. The
     doctor runs in a child process (it imports torch and asks the Ollama host, which may take seconds)."""
     import subprocess
     import sys
+    import tempfile
 
     root = Path(__file__).resolve().parents[2]
+    # stderr to a file: a pipe read only after stdout ends would block a doctor that writes more than the
+    # pipe holds (library banners and warnings)
+    err = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace")
     try:
         proc = subprocess.Popen([sys.executable, "-c", _PROBE_SCRIPT, settings.model_dump_json()], cwd=root,
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
                                 text=True, encoding="utf-8", errors="replace")
     except OSError as exc:
+        err.close()
         yield ("doctor", "fail", f"could not start {sys.executable}: {exc}; run `ollatune doctor` in a shell")
         return
+    _PROBES.add(proc)
     import threading
 
     timer = threading.Timer(PROBE_TIMEOUT_S, proc.kill)
@@ -490,13 +515,16 @@ def probe_environment(settings: Settings) -> Iterable[DoctorCheck]:
             if isinstance(check, list) and len(check) == 3:
                 got += 1
                 yield (str(check[0]), str(check[1]), str(check[2]))
-        stderr = proc.stderr.read() if proc.stderr is not None else ""
         code = proc.wait()
+        err.seek(0)
+        stderr = err.read()
     finally:
         timer.cancel()
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        _PROBES.discard(proc)
+        err.close()
     if code != 0:
         last = [line for line in stderr.strip().splitlines() if line.strip()][-1:] or [f"exit code {code}"]
         what = "stopped early" if got else "failed"

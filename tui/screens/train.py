@@ -373,11 +373,10 @@ def describe_job(job: JobState | None) -> Text:
     text = Text.assemble(("job ", "dim"), (job.label, "bold"), " ", (state, JOB_STYLE.get(job.state, "")))
     if job.run_id:
         text.append(f"  run {job.run_id}", style="dim")
-    if job.state == "failed" and job.error:
-        text.append(f"\n{job.error.get('stage', '?')}: {job.error.get('message') or 'error'}", style="red")
-        if job.error.get("hint"):
-            text.append(f"\nnext: {job.error['hint']}")
-    elif job.state in ("failed", "cancelled"):
+    if job.state == "failed":  # the error event's message and hint, or the exit code and stderr tail
+        text.append(f"\n{job.failure_text()}", style="red")
+        text.append("  R: resume", style="dim")
+    elif job.state == "cancelled":
         text.append("  R: resume", style="dim")
     return text
 
@@ -552,8 +551,21 @@ class TrainScreen(OllatuneScreen):
                 if chosen.get(key) is not None and f"data.{key}" in FIELD_BY_KEY:
                     values[f"data.{key}"] = format_value(chosen[key])
         self._set_fields(values)
+        self._extra_from_data(chosen)
         self._note = f"\ndata from the Data screen: {values['data.path']}" if "data.path" in values else ""
         self.revalidate(force=True)
+
+    def _extra_from_data(self, chosen: dict[str, Any] | None) -> None:
+        """The Data screen's settings that have no row in the form (val rows, seed) go into "more --set",
+        replacing the same keys there."""
+        items = [str(o) for o in (chosen or {}).get("overrides") or []
+                 if "=" in str(o) and str(o).split("=", 1)[0] not in FIELD_BY_KEY]
+        if not items:
+            return
+        box = self.query_one("#f-extra", Input)
+        keys = {o.split("=", 1)[0] for o in items}
+        kept = [o for o in extra_overrides(box.value) if o.split("=", 1)[0] not in keys]
+        box.value = shlex.join(kept + items)
 
     def _set_fields(self, values: dict[str, str]) -> None:
         for key, value in values.items():
