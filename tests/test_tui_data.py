@@ -16,11 +16,11 @@ from textual.widgets import DataTable, Input, Static, TabbedContent
 from tests.tokenizer_dirs import make_tokenizer_dir
 from tests.tui_helpers import _cell_text, settle, wait_until
 from tui.app import OllatuneApp
+from tui.widgets.tables import fit_cell
 from tui.screens.data import (
     DataScreen,
     TokenHistogram,
     bar,
-    fit,
     histogram_lines,
     hub_cached,
     model_name,
@@ -363,9 +363,9 @@ def test_a_shipped_sample_from_the_list_and_the_format_key(settings):
 
 
 def test_helpers_measure_display_width():
-    cut = fit("대한민국의 수도는 어디인가요? 한국어 질문", 12)
+    cut = fit_cell("대한민국의 수도는 어디인가요? 한국어 질문", 12)
     assert cut.cell_len <= 12 and cut.plain.endswith("…")
-    assert fit("short", 12).plain == "short"
+    assert fit_cell("short", 12).plain == "short"
     assert bar(0, 10, 20) == "" and bar(10, 10, 20) == "█" * 20
     assert bar(1, 16, 4) == "▎"  # a quarter of a cell
     lines = histogram_lines([(10, 20, 4), (20, 30, 1)], 40)

@@ -19,13 +19,13 @@ from sqlalchemy import select, update
 from textual.widgets.data_table import ColumnKey
 
 from tui.app import OllatuneApp
+from tui.widgets.tables import fit_cell
 from tui.screens.compare import (
     CompareScreen,
     ExamplesTable,
     MetricsTable,
     SORTS,
     example_columns,
-    fit_cell,
     paired_bootstrap_ci,
 )
 from tui.screens.runs import RunsTable

@@ -43,16 +43,21 @@ def parse_event_line(line: bytes | str) -> dict[str, Any] | None:
 
 
 class LineTail:
-    """The complete lines appended to a file since the last call; a torn last line waits for its newline."""
+    """The complete lines appended to a file since the last call. A torn last line (a writer mid-write,
+    or killed mid-write) waits for its newline unless ``final``; a file that shrank (rewritten) is read
+    again from the start; a missing or vanished file gives no lines."""
 
     def __init__(self, path: Path, limit: int = 8 * 2**20) -> None:
-        self.path = path
+        self.path = Path(path)
         self.offset = 0
         self.limit = limit
         self._partial = b""
 
     def read(self, final: bool = False) -> list[bytes]:
         try:
+            size = self.path.stat().st_size
+            if size < self.offset:
+                self.offset, self._partial = 0, b""
             with open(self.path, "rb") as f:
                 f.seek(self.offset)
                 chunk = f.read()

@@ -27,7 +27,7 @@ from textual.events import Resize
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
-from tui.widgets.tables import fill_table
+from tui.widgets.tables import fill_table, fit_cell
 from tui.screens.base import OllatuneScreen
 
 EPS = 1e-9
@@ -80,16 +80,6 @@ def paired_bootstrap_ci(
         return means[index]
 
     return quantile(tail), quantile(1.0 - tail)
-
-
-def fit_cell(text: Any, width: int) -> Text:
-    """One line of ``text`` (whitespace collapsed) no wider than ``width`` cells, cut with an ellipsis.
-    Display width, not characters: a Korean syllable takes two cells. Never read as markup."""
-    if text is None:
-        return Text("-", style="dim")
-    line = Text(" ".join(str(text).split()), no_wrap=True, overflow="ellipsis", end="")
-    line.truncate(max(1, width), overflow="ellipsis")
-    return line
 
 
 def direction(hib: bool | None) -> int:

@@ -19,7 +19,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from rich.cells import cell_len
 from rich.text import Text
 from textual import on, work
 from textual.binding import Binding
@@ -32,6 +31,7 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Input, Label, Static, TabbedContent, TabPane, Tabs
 
 from tui.screens.base import OllatuneScreen
+from tui.widgets.tables import fit_cell
 from workspace.samples import SAMPLES
 
 DEFAULT_MODEL = "smollm2-135m-instruct"  # finetune.base_model.SMOLLM2_ALIAS: the shipped model
@@ -278,14 +278,6 @@ def recipe_data_defaults() -> dict[str, int]:
 
 def one_line(text: str) -> str:
     return " ".join(str(text).split())
-
-
-def fit(text: str, width: int, style: str = "") -> Text:
-    """One line of at most ``width`` cells (Korean counts 2), cut with an ellipsis."""
-    t = Text(one_line(text), style=style, no_wrap=True, end="")
-    if cell_len(t.plain) > width:
-        t.truncate(max(1, width), overflow="ellipsis")
-    return t
 
 
 EIGHTHS = " ▏▎▍▌▋▊▉"  # block elements U+258F..U+2589
@@ -581,7 +573,7 @@ class DataScreen(OllatuneScreen):
         width = max(16, self._pane_width() - name_w - 8 - file_w - 8)
         table.add_column("what it is", key="description", width=width)
         for s in SAMPLES.values():
-            table.add_row(s.name, s.task, s.path.name, fit(s.description, width), key=s.name)
+            table.add_row(s.name, s.task, s.path.name, fit_cell(s.description, width), key=s.name)
 
     # inputs
 
@@ -795,7 +787,7 @@ class DataScreen(OllatuneScreen):
         for i, row in enumerate(view.rows):
             tokens = Text("-" if row.tokens is None else str(row.tokens),
                           style="bold" if row.tokens is not None and row.tokens > limit else "")
-            table.add_row(str(row.line or "-"), tokens, fit(row_summary(row), asks), key=str(i))
+            table.add_row(str(row.line or "-"), tokens, fit_cell(row_summary(row), asks), key=str(i))
         if view.rows:
             table.move_cursor(row=min(max(cursor, 0), len(view.rows) - 1))
             self._show_row(table.cursor_row)
@@ -844,7 +836,7 @@ class DataScreen(OllatuneScreen):
         table.add_column("field", key="field", width=12)
         table.add_column("reason", key="reason", width=reason_width)
         for i, rej in enumerate(r.rejects):
-            table.add_row(str(rej.line or "-"), fit(rej.field or "", 12), fit(rej.reason, reason_width), key=str(i))
+            table.add_row(str(rej.line or "-"), fit_cell(rej.field or "", 12), fit_cell(rej.reason, reason_width), key=str(i))
         exact = sum(1 for x in r.rejects if x.reason.startswith("exact duplicate"))
         lines = [f"{len(r.rejects)} of {r.total} rows rejected" if r.rejects else f"all {r.total} rows valid",
                  f"duplicates: {exact} exact (rejected)"]

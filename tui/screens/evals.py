@@ -21,9 +21,9 @@ from textual.message import Message
 from textual.suggester import SuggestFromList
 from textual.widgets import DataTable, Input, Label, Select, Static
 
-from tui.widgets.tables import fill_table
+from tui.widgets.tables import fill_table, fit_cell
 from tui.screens.base import OllatuneScreen
-from tui.screens.compare import CompareScreen, fit_cell
+from tui.screens.compare import CompareScreen
 
 MODEL_CELL = 28  # widest model name cell in the tables
 RUN_CELL = 26  # widest pipeline run id cell

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from tui.jobs import LineTail
 from workspace.settings import Settings
 
 EVENTS_FILE = "events.jsonl"
@@ -80,33 +81,11 @@ class EventTail:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.offset = 0
-        self._partial = b""
+        self._lines = LineTail(self.path)
 
     def read_new(self) -> list[dict[str, Any]]:
-        try:
-            size = self.path.stat().st_size
-        except OSError:
-            return []
-        if size < self.offset:
-            self.offset, self._partial = 0, b""
-        if size == self.offset:
-            return []
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self.offset)
-                chunk = f.read(size - self.offset)
-        except OSError:  # the run folder went away between the two calls
-            return []
-        self.offset += len(chunk)
-        data = self._partial + chunk
-        lines = data.split(b"\n")
-        self._partial = lines.pop()  # b"" when the chunk ended with a newline
         events = []
-        for raw in lines:
-            raw = raw.strip()
-            if not raw:
-                continue
+        for raw in self._lines.read():
             try:
                 event = json.loads(raw)
             except ValueError:

@@ -14,6 +14,16 @@ from rich.text import Text
 from textual.widgets import DataTable
 
 
+def fit_cell(text: Any, width: int, style: str = "") -> Text:
+    """One line of ``text`` (whitespace collapsed) no wider than ``width`` cells, cut with an ellipsis.
+    Display width, not characters: a Korean syllable takes two cells. Never read as markup."""
+    if text is None:
+        return Text("-", style="dim")
+    line = Text(" ".join(str(text).split()), style=style, no_wrap=True, overflow="ellipsis", end="")
+    line.truncate(max(1, width), overflow="ellipsis")
+    return line
+
+
 def cell_width(cell: Any) -> int:
     """Display width of a cell: Rich markup in a str, a Text, or anything else by its str()."""
     if isinstance(cell, Text):
