@@ -213,8 +213,10 @@ def bare(mode: str, data: str, steps: int, out: Path) -> None:
 # ---------------------------------------------------------------- ollatune through its CLI
 
 
-def ollatune(data: str, steps: int, out: Path, auto_micro_batch: bool) -> None:
-    tag = f"ollatune-{data}" + ("-auto" if auto_micro_batch else "")
+def ollatune(data: str, steps: int, out: Path, mode: str) -> None:
+    """mode: 2x4 (the recipe's batches and checkpointing, auto-tune off), auto (auto-tune), auto24 (auto-tune
+    under train.max_vram_gib=24)."""
+    tag = f"ollatune-{data}-{mode}"
     home = WORK / "home" / f"{tag}-{int(time.time())}"  # fresh: a finished run would be skipped
     if data == "synthetic":
         rows_path = WORK / "synthetic-rows.jsonl"
@@ -229,10 +231,12 @@ def ollatune(data: str, steps: int, out: Path, auto_micro_batch: bool) -> None:
         "model": {"base": str(WORK / data)},
         "data": {"path": dataset, "format": "alpaca", "eval_rows": 0, "max_seq_len": SEQ},
         "train": {"backend": BACKEND, "max_steps": steps, "batch_size": MICRO, "grad_accum": ACCUM,
-                  "auto_micro_batch": auto_micro_batch, "lr": 2e-4, "lr_scheduler": "linear", "warmup_steps": 1,
+                  "auto_tune": mode != "2x4", "lr": 2e-4, "lr_scheduler": "linear", "warmup_steps": 1,
                   "optimizer": "adamw_8bit", "logging_steps": 1, "save_steps": 10_000, "seed": 3407,
                   "lora": {"r": 16, "alpha": 16, "dropout": 0.0, "target_modules": TARGETS}},
     }
+    if mode == "auto24":
+        recipe["train"]["max_vram_gib"] = 24
     path = WORK / f"{tag}.yaml"
     path.write_text(json.dumps(recipe))
     env = {**os.environ, "OLLATUNE_HOME": str(home), "HF_HUB_OFFLINE": "1"}
@@ -254,8 +258,9 @@ def ollatune(data: str, steps: int, out: Path, auto_micro_batch: bool) -> None:
         "steps": len(metrics), "micro_batch": done["micro_batch"], "grad_accum": done["grad_accum"],
         "peak_reserved_gib": done["memory"].get("peak_reserved_gib"), "memory": done["memory"],
         "cli_wall_s": round(time.time() - t0, 1), "per_step_tokens_per_s": per_step,
+        "checkpointing": done.get("checkpointing"), "auto_tune": done.get("auto_tune"),
         "losses": [m["loss"] for m in metrics],
-        "log": [e["message"] for e in events if e["type"] == "log"][:12],
+        "log": [e["message"] for e in events if e["type"] == "log"][:40],
     }
     out.write_text(json.dumps(result))
     log(json.dumps({k: v for k, v in result.items() if k not in ("per_step_tokens_per_s", "log")}))
@@ -267,6 +272,10 @@ def ollatune(data: str, steps: int, out: Path, auto_micro_batch: bool) -> None:
 PARTS = {
     1: [("bare", "hf", "synthetic"), ("bare", "unsloth", "synthetic"), ("ollatune", "2x4", "synthetic")],
     2: [("ollatune", "auto", "synthetic"), ("bare", "hf", "korean"), ("ollatune", "2x4", "korean")],
+    # auto-tune: against ollatune's own 2 x 4 checkpointed run, free and capped to 24 GiB, in one invocation
+    3: [("ollatune", "2x4", "synthetic"), ("ollatune", "auto", "synthetic"), ("ollatune", "auto24", "synthetic")],
+    # the Korean sample: effective tokens/s against the padded transformers + PEFT baseline
+    4: [("bare", "hf", "korean"), ("ollatune", "2x4", "korean"), ("ollatune", "auto", "korean")],
 }
 
 
@@ -326,12 +335,24 @@ def ratios(runs: dict) -> dict:
     if gib("ollatune-2x4-synthetic") and gib("bare-hf-synthetic"):
         r["vram_vs_baseline"] = round(gib("ollatune-2x4-synthetic") / gib("bare-hf-synthetic"), 3)
         r["vram_vs_baseline_ok"] = r["vram_vs_baseline"] <= 0.6
-    auto = runs.get("ollatune-auto-synthetic", {})
-    if auto.get("tokens_per_s") and ours:
-        r["auto_micro_batch"] = f"{auto['micro_batch']} x {auto['grad_accum']}"
-        r["auto_micro_batch_vs_2x4"] = round(auto["tokens_per_s"] / ours, 3)
-    if tps("ollatune-2x4-korean") and tps("bare-hf-korean"):
-        r["korean_effective_vs_padded_baseline"] = round(tps("ollatune-2x4-korean") / tps("bare-hf-korean"), 3)
+    for mode, floor in (("auto", 1.45), ("auto24", 1.0)):
+        run = runs.get(f"ollatune-{mode}-synthetic", {})
+        if run.get("tokens_per_s") and ours:
+            r[f"{mode}_chosen"] = f"{run['micro_batch']} x {run['grad_accum']}, checkpointing {run.get('checkpointing')}"
+            r[f"{mode}_vs_2x4"] = round(run["tokens_per_s"] / ours, 3)
+            r[f"{mode}_vs_2x4_ok"] = r[f"{mode}_vs_2x4"] >= floor
+            r[f"{mode}_peak_reserved_gib"] = run.get("peak_reserved_gib")
+            r[f"{mode}_probe_s"] = (run.get("auto_tune") or {}).get("probe_seconds")
+            a, b = runs["ollatune-2x4-synthetic"].get("losses") or [], run.get("losses") or []
+            if a and len(a) == len(b):
+                r[f"{mode}_max_loss_diff_vs_2x4"] = round(max(abs(x - y) for x, y in zip(a, b)), 4)
+    if gib("ollatune-auto24-synthetic"):
+        r["auto24_fits_24_gib"] = gib("ollatune-auto24-synthetic") <= 24
+    for mode in ("2x4", "auto"):
+        if tps(f"ollatune-{mode}-korean") and tps("bare-hf-korean"):
+            r[f"korean_{mode}_effective_vs_padded_baseline"] = round(tps(f"ollatune-{mode}-korean") / tps("bare-hf-korean"), 3)
+    if "korean_auto_effective_vs_padded_baseline" in r:
+        r["korean_auto_effective_vs_padded_baseline_ok"] = r["korean_auto_effective_vs_padded_baseline"] >= 3.0
     return r
 
 
@@ -343,7 +364,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--result", type=Path)
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "finetune_gpu.json")
-    ap.add_argument("--part", type=int, action="append", choices=[1, 2])
+    ap.add_argument("--part", type=int, action="append", choices=sorted(PARTS))
     ap.add_argument("--tokenizer", type=Path, help="A folder with SmolLM2's tokenizer (for the Korean runs).")
     a = ap.parse_args()
     sys.path.insert(0, str(REPO))
@@ -355,7 +376,7 @@ def main() -> None:
     elif a.what == "bare":
         bare(a.mode, a.data, a.steps, a.result)
     else:
-        ollatune(a.data, a.steps, a.result, a.mode == "auto")
+        ollatune(a.data, a.steps, a.result, a.mode)
 
 
 if __name__ == "__main__":

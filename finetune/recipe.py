@@ -69,8 +69,14 @@ class TrainSection(_Section):
     epochs: float | None = Field(None, gt=0, description="Passes over the training rows (used when max_steps is null).")
     batch_size: int = Field(8, ge=1, description="Micro-batch per step (rows per forward pass).")
     grad_accum: int = Field(1, ge=1)
-    auto_micro_batch: bool = Field(False, description="On CUDA: keep batch_size x grad_accum and take the largest "
-                                   "micro-batch that fits the GPU (probed before training).")
+    auto_tune: bool = Field(True, description="On CUDA: probe micro-batch x accumulation x gradient checkpointing "
+                            "(same effective batch and rows per step) at the longest row before training and train "
+                            "with the fastest that fits; cached per GPU, model, length, LoRA shape and quantization. "
+                            "Ignored on CPU.")
+    auto_tune_seconds: float = Field(60.0, gt=0, description="Time budget of the auto-tune probe.")
+    max_vram_gib: float | None = Field(None, gt=0, description="Cap on this run's GPU memory (a GPU shared with a "
+                                       "display or another job): auto-tune chooses under it and allocations "
+                                       "beyond it fail.")
     lr: float = Field(1e-3, gt=0)
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
     warmup_steps: int = Field(3, ge=0)
@@ -91,6 +97,15 @@ class TrainSection(_Section):
     seed: int = 42
     lora: LoraSection = Field(default_factory=LoraSection)
     quant: QuantSection = Field(default_factory=QuantSection)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "auto_micro_batch" in data:  # the earlier name of auto_tune
+            data = dict(data)
+            old = data.pop("auto_micro_batch")
+            data.setdefault("auto_tune", old)
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> "TrainSection":

@@ -34,6 +34,8 @@ class TrainResult(BaseModel):
     micro_batch: int = 0
     grad_accum: int = 0
     memory: dict[str, Any] = {}
+    checkpointing: str = ""
+    auto_tune: dict[str, Any] = {}
 
 
 def _versions() -> dict[str, str]:
@@ -94,13 +96,14 @@ def train(recipe: Recipe, data: PreparedData, ctx: RunContext, base: ResolvedBas
     events.log(f"backend {choice.name}: {choice.reason}")
     out_dir = ctx.run_dir / "finetune"
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out_dir / "run.json", {
+    run_info = {
         "recipe": recipe.model_dump(mode="json"), "base": {"ref": base.ref, "dir": str(base.hf_dir),
                                                             "sha256": base.source_sha256},
         "backend": choice.name, "backend_reason": choice.reason, "total_steps": total_steps,
         "dataset_sha256": data.dataset_sha256, "train_rows": data.train_rows, "val_rows": data.val_rows,
         "versions": _versions(),
-    })
+    }
+    write_json_atomic(out_dir / "run.json", run_info)
     backend = choice.name
     with session_scope(ctx.store) as s:
         run = s.query(TrainingRun).filter_by(run_id=ctx.run_id).one_or_none()
@@ -120,6 +123,8 @@ def train(recipe: Recipe, data: PreparedData, ctx: RunContext, base: ResolvedBas
             "run": ctx.run_id, "backend": backend, "recipe": recipe.model_dump(mode="json"),
             "base_dir": str(base.hf_dir), "train_path": str(data.train_path),
             "val_path": str(data.val_path) if data.val_path else None, "output_dir": str(out_dir),
+            "model_id": f"{base.ref}@{base.source_sha256}",
+            "autotune_cache": str(ctx.settings.home / "cache" / "autotune.json"),
         }, out_dir, events)
     except BaseException as e:
         with session_scope(ctx.store) as s:
@@ -132,6 +137,10 @@ def train(recipe: Recipe, data: PreparedData, ctx: RunContext, base: ResolvedBas
         raise TrainingProblem(f"training ran no optimizer step on {trainable} rows (see {out_dir / 'worker.log'})",
                               "check that the rows keep answer tokens within data.max_seq_len "
                               "(`ollatune data validate FILE --model BASE`) and that train.max_steps/epochs > 0")
+    # what the run trained with: the batches, the checkpointing and, when auto-tune chose them, its table
+    write_json_atomic(out_dir / "run.json", {**run_info, "trained": {
+        "steps": result.steps, "micro_batch": result.micro_batch, "grad_accum": result.grad_accum,
+        "checkpointing": result.checkpointing, "memory": result.memory}, "auto_tune": result.auto_tune or None})
     sha = sha256_tree(result.adapter_dir)
     size = tree_bytes(result.adapter_dir)
     with session_scope(ctx.store) as s:
@@ -144,8 +153,17 @@ def train(recipe: Recipe, data: PreparedData, ctx: RunContext, base: ResolvedBas
     events.artifact("adapter", result.adapter_dir, sha256=sha, bytes=size)
     first = result.losses[0] if result.losses else None
     events.done(steps=result.steps, final_loss=result.final_loss, first_loss=first, seconds=result.train_seconds,
-                backend=backend, micro_batch=result.micro_batch, grad_accum=result.grad_accum, memory=result.memory)
+                backend=backend, micro_batch=result.micro_batch, grad_accum=result.grad_accum, memory=result.memory,
+                checkpointing=result.checkpointing, auto_tune=_tune_summary(result.auto_tune))
     return TrainResult(adapter_dir=result.adapter_dir, adapter_sha256=sha, base=base, backend=backend,
                        steps=result.steps, final_loss=result.final_loss, first_loss=first, training_run_id=run_pk,
                        train_seconds=result.train_seconds, micro_batch=result.micro_batch,
-                       grad_accum=result.grad_accum, memory=result.memory)
+                       grad_accum=result.grad_accum, memory=result.memory, checkpointing=result.checkpointing,
+                       auto_tune=result.auto_tune)
+
+
+def _tune_summary(tuned: dict[str, Any]) -> dict[str, Any] | None:
+    """Auto-tune's choice for the done event (the whole table is in run.json and auto_tune.json)."""
+    if not tuned:
+        return None
+    return {k: tuned.get(k) for k in ("chosen", "reason", "cached", "speedup_vs_default", "limit_gib", "probe_seconds")}

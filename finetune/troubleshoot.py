@@ -3,7 +3,7 @@
 | symptom                     | caught as                               | what to change                                  |
 |-----------------------------|-----------------------------------------|-------------------------------------------------|
 | CUDA out of memory          | torch.OutOfMemoryError in the worker    | batch_size down + grad_accum up, max_seq_len,   |
-|                             |                                         | auto_micro_batch, 4-bit, gradient checkpointing |
+|                             |                                         | auto_tune, max_vram_gib, 4-bit, checkpointing   |
 | NaN / inf loss              | a logged loss that is not finite        | lr down, warmup up, bf16 compute, max_grad_norm |
 | loss that does not move     | first vs latest logged losses (warning) | lr up, check the answers are not masked/empty   |
 | gated or missing base model | hub errors while resolving model.base   | accept the licence + log in, or a local folder  |
@@ -38,8 +38,11 @@ def step_memory_knobs(recipe: Any) -> list[str]:
 def oom_problem(recipe: Any, detail: str = "") -> TrainingProblem:
     t = recipe.train
     knobs = step_memory_knobs(recipe)
-    if not t.auto_micro_batch:
-        knobs.insert(1, "train.auto_micro_batch=true (probes the largest micro-batch that fits)")
+    if not t.auto_tune:
+        knobs.insert(1, "train.auto_tune=true (probes what fits before training)")
+    else:
+        cap = f"{t.max_vram_gib * 0.85:.0f}" if t.max_vram_gib else "<less than the GPU has free>"
+        knobs.insert(1, f"train.max_vram_gib={cap} (auto-tune then chooses with more room to spare)")
     if not t.quant.load_in_4bit:
         knobs.append("train.quant.load_in_4bit=true")
     if t.gradient_checkpointing == "off":

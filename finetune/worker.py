@@ -147,7 +147,8 @@ def main(argv: list[str]) -> int:
         return [json.loads(line) for line in text.splitlines() if line.strip()]
 
     job = TrainJob(recipe, Path(spec["base_dir"]), rows(spec["train_path"]), Path(spec["output_dir"]),
-                   sink.stage("finetune"), val_rows=rows(spec.get("val_path")))
+                   sink.stage("finetune"), val_rows=rows(spec.get("val_path")), model_id=spec.get("model_id", ""),
+                   autotune_cache=Path(spec["autotune_cache"]) if spec.get("autotune_cache") else None)
     try:
         result = run_backend(job, spec["backend"])
     except KeyboardInterrupt:

@@ -122,18 +122,64 @@ def test_unsloth_qlora_run_with_metrics_checkpoint_and_resume(small_model, tmp_p
     assert (run_dir / "finetune" / "adapter" / "adapter_config.json").exists()
 
 
-def test_auto_micro_batch_keeps_the_effective_batch(small_model, tmp_path):
-    home = tmp_path / "home"
-    args = ["finetune", "run", "cpu-smoke", *_sets(small_model, 3, ["train.backend=unsloth", "train.batch_size=2",
-                                                                    "train.grad_accum=4", "train.auto_micro_batch=true"])]
+def _train(small_model: Path, home: Path, steps: int, extra: list[str]) -> tuple[list[dict], Path]:
+    args = ["finetune", "run", "cpu-smoke", *_sets(small_model, steps, ["train.backend=unsloth", "train.batch_size=2",
+                                                                        "train.grad_accum=4", "data.val_rows=0",
+                                                                        "train.eval_steps=null", *extra])]
     res = subprocess.run(_cli(args, home), cwd=REPO, env=_env(home), capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     events = _events(res.stdout)
-    done = [e for e in events if e["type"] == "done" and e["stage"] == "finetune"][0]
-    assert done["micro_batch"] * done["grad_accum"] == 8 and done["micro_batch"] == 8  # a small model fits
-    assert any("micro-batch probe: 8 x" in e.get("message", "") for e in events)
-    assert any(e.get("message", "").startswith("batches: 8 x 1") for e in events)
-    assert done["memory"]["training_gib"] >= 0 and done["memory"]["model_gib"] < done["memory"]["peak_reserved_gib"]
+    run_dir = Path(next(e["run_dir"] for e in events if "run_dir" in e))
+    return events, run_dir
+
+
+def _losses(events: list[dict]) -> list[float]:
+    return [e["loss"] for e in events if e["type"] == "metric" and "loss" in e]
+
+
+def test_auto_tune_chooses_reports_caches_and_keeps_the_loss_sequence(small_model, tmp_path):
+    """Through the public CLI: the recipe's 2 x 4 with Unsloth's checkpointing, then auto-tune (the default)
+    on the same data and seed: a different, faster configuration of the same effective batch, reported in
+    the log, the done event, run.json and the memory report, with the same loss sequence to bf16 noise; a
+    second run takes the cached answer; a cap is honoured."""
+    home = tmp_path / "home"
+    plain, _ = _train(small_model, home, 6, ["train.auto_tune=false"])
+    assert any(e.get("message", "").startswith("batches: 2 x 4") for e in plain)
+    assert not any("auto-tune" in e.get("message", "") for e in plain)
+
+    tuned, run_dir = _train(small_model, home, 6, ["name=gpu-smoke-tuned"])
+    msgs = [e.get("message", "") for e in tuned if e["type"] == "log"]
+    chose = [m for m in msgs if m.startswith("auto-tune chose ")]
+    assert chose, msgs
+    done = [e for e in tuned if e["type"] == "done" and e["stage"] == "finetune"][0]
+    micro, accum = done["micro_batch"], done["grad_accum"]
+    assert micro * accum == 8 and done["auto_tune"]["cached"] is False
+    assert (micro, accum, done["checkpointing"]) != (2, 4, "unsloth")  # on a small model keeping activations wins
+    assert done["auto_tune"]["speedup_vs_default"] > 1.0
+    assert done["memory"]["batches"] == f"{micro} x {accum}" and "auto-tuned" in next(
+        m for m in msgs if m.startswith("memory on "))
+    table = [m for m in msgs if m.startswith("auto-tune | ")]
+    assert len(table) >= 4 and any(m.startswith("auto-tune | ->") for m in table)
+    info = json.loads((run_dir / "finetune" / "run.json").read_text())
+    assert info["trained"]["micro_batch"] == micro and len(info["auto_tune"]["trials"]) >= 6
+    assert all(t["peak_gib"] <= info["auto_tune"]["limit_gib"] for t in info["auto_tune"]["trials"]
+               if t["status"] == "fits")
+    a, b = _losses(plain), _losses(tuned)
+    print("2 x 4 unsloth:", a)
+    print(f"{micro} x {accum} {done['checkpointing']}:", b)
+    assert len(a) == len(b) == 6
+    assert max(abs(x - y) / max(1.0, abs(x)) for x, y in zip(a, b)) < 0.01, (a, b)
+
+    again, _ = _train(small_model, home, 2, ["name=gpu-smoke-again"])
+    done2 = [e for e in again if e["type"] == "done" and e["stage"] == "finetune"][0]
+    assert done2["auto_tune"]["cached"] is True and (done2["micro_batch"], done2["grad_accum"]) == (micro, accum)
+    assert any("probed before" in e.get("message", "") for e in again)
+
+    capped, run_dir = _train(small_model, home, 2, ["name=gpu-smoke-capped", "train.max_vram_gib=3"])
+    done3 = [e for e in capped if e["type"] == "done" and e["stage"] == "finetune"][0]
+    assert done3["auto_tune"]["cached"] is False and done3["auto_tune"]["limit_gib"] == 2.0
+    assert done3["memory"]["peak_reserved_gib"] <= 3.0 and done3["memory"]["cap_gib"] == 3
+    assert any("capped at 3 GiB" in e.get("message", "") for e in capped)
 
 
 def test_hf_backend_qlora_with_bitsandbytes(small_model, tmp_path):

@@ -65,11 +65,11 @@ def test_auto_backend_says_why_it_is_not_unsloth_here():
 def test_out_of_memory_names_the_knobs():
     import torch
 
-    r = load_recipe("ko-alpaca-qlora", ["train.auto_micro_batch=false"])
+    r = load_recipe("ko-alpaca-qlora", ["train.auto_tune=false"])
     p = diagnose(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), r)
     assert p.args[0].startswith("CUDA out of memory")
     assert "train.batch_size=1 train.grad_accum=8" in p.hint
-    assert "train.auto_micro_batch=true" in p.hint and "data.max_seq_len=1024" in p.hint
+    assert "train.auto_tune=true" in p.hint and "data.max_seq_len=1024" in p.hint
 
 
 def test_nan_and_flat_loss_messages():

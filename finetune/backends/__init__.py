@@ -33,6 +33,8 @@ class TrainJob:
     output_dir: Path  # checkpoints go to output_dir/checkpoints, the adapter to output_dir/adapter
     events: StageEvents
     val_rows: list[dict[str, Any]] = field(default_factory=list)  # evaluation-loss rows (same layout)
+    model_id: str = ""  # the base model's reference and hash (part of the auto-tune cache key)
+    autotune_cache: Path | None = None  # $OLLATUNE_HOME/cache/autotune.json
 
 
 @dataclass
@@ -47,6 +49,8 @@ class BackendResult:
     micro_batch: int = 0
     grad_accum: int = 0
     memory: dict[str, Any] = field(default_factory=dict)
+    checkpointing: str = ""  # off | on | unsloth
+    auto_tune: dict[str, Any] = field(default_factory=dict)  # finetune.autotune.TuneResult.to_json()
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """What both backends share: tokenizer preparation, row order, the SFT configuration, metric events,
-the automatic micro-batch probe, the memory report and saving the adapter."""
+auto-tune (``finetune.autotune``) on the loaded model, the memory report and saving the adapter."""
 
 from __future__ import annotations
 
@@ -91,7 +91,9 @@ def ordered_rows(job: TrainJob, lengths: list[int], micro_batch: int, grad_accum
     """Rows in length-bucketed, shuffled micro-batches (read in that order by a sequential sampler), and the
     non-padding tokens of each optimizer step, for tokens/s without a device sync."""
     per_step = micro_batch * grad_accum
-    order = bucketed_order(lengths, micro_batch, job.recipe.train.seed, total_steps * per_step)
+    # Bucketed per optimizer step, not per micro-batch: every split of the same effective batch (auto-tune's
+    # candidates) sees the same rows in each step, so the loss sequence does not depend on the split.
+    order = bucketed_order(lengths, per_step, job.recipe.train.seed, total_steps * per_step)
     step_tokens = [sum(lengths[i] for i in order[k:k + per_step]) for k in range(0, len(order), per_step)]
     return [job.train_rows[i] for i in order], step_tokens
 
@@ -299,40 +301,81 @@ def metric_callback(job: TrainJob, total_steps: int, step_tokens: list[int], cud
     return EventCallback()
 
 
-def choose_micro_batch(model: Any, job: TrainJob, seq_len: int, vocab: int) -> tuple[int, int]:
-    """Keep batch_size x grad_accum and take the largest micro-batch whose forward + backward at ``seq_len``
-    tokens per row stays under 90% of the GPU (probed, largest first; an OOM moves on to the next)."""
+def checkpointing_mode(job: TrainJob, backend: str, cuda: bool) -> str:
+    """The recipe's gradient checkpointing as an auto-tune mode: off, on or unsloth."""
+    gc = gradient_checkpointing(job, backend, cuda)
+    return "off" if gc is False else ("unsloth" if gc == "unsloth" else "on")
+
+
+def _tune_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("torch", "transformers", "peft", "bitsandbytes", "unsloth"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def tune_batches(job: TrainJob, model: Any, *, vocab: int, max_len: int, backend: str, modes: tuple[str, ...],
+                 set_checkpointing: Any, default_mode: str) -> Any:
+    """Auto-tune (``finetune.autotune``) on the loaded model, or its cached answer: switches the model to the
+    chosen checkpointing mode, logs the table of what was tried, writes ``<run>/finetune/auto_tune.json`` and
+    returns the TuneResult."""
     import torch
+
+    from finetune import autotune as at
+    from workspace.files import write_json_atomic
 
     t = job.recipe.train
     effective = t.batch_size * t.grad_accum
-    total = torch.cuda.get_device_properties(0).total_memory
-    candidates = [d for d in range(min(effective, 64), 0, -1) if effective % d == 0]
-    model.train()
-    for mb in candidates:
-        if mb <= t.batch_size:
-            break  # the configured size is the fallback, never probed smaller
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-        ids = torch.randint(0, vocab, (mb, seq_len), device="cuda")
-        try:
-            out = model(input_ids=ids, labels=ids)
-            out.loss.backward()
-            peak = torch.cuda.max_memory_reserved()
-        except torch.OutOfMemoryError:
-            peak = None
-        finally:
-            model.zero_grad(set_to_none=True)
-            ids = out = None  # noqa: F841
-            torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()  # the memory report measures training, not the probe
-        fits = peak is not None and peak < 0.9 * total
-        job.events.log(f"micro-batch probe: {mb} x {seq_len} tokens "
-                       + (f"peaks at {peak / GIB:.1f} GiB of {total / GIB:.0f} GiB" if peak else "runs out of memory")
-                       + (" - fits" if fits else " - too large"))
-        if fits:
-            return mb, effective // mb
-    return t.batch_size, t.grad_accum
+    default = at.Candidate(t.batch_size, t.grad_accum, default_mode)
+    props = torch.cuda.get_device_properties(0)
+    key = at.cache_key(gpu=props.name, gpu_total_bytes=props.total_memory, model=job.model_id or str(job.base_dir),
+                       seq_len=max_len, lora=t.lora.model_dump(), quant=t.quant.model_dump(),
+                       effective_batch=effective, backend=backend, cap_gib=t.max_vram_gib, modes=modes,
+                       versions=_tune_versions())
+    result = at.read_cache(job.autotune_cache, key) if job.autotune_cache else None
+    if result is not None:
+        job.events.log(f"auto-tune: the answer probed before for this GPU, model, length {max_len}, LoRA shape and "
+                       f"quantization (cache {job.autotune_cache}, key {key})")
+    else:
+        n = len(at.candidates(effective, modes))
+        job.events.log(f"auto-tune: probing up to {n} configurations of {effective} rows a step at {max_len} tokens a "
+                       f"row, checkpointing {'/'.join(modes)} (at most {t.auto_tune_seconds:g} s)")
+        prober = at.TorchProber(model, vocab, set_checkpointing, t.max_vram_gib)
+        result = at.tune(prober, effective=effective, modes=modes, seq_len=max_len, default=default,
+                         budget_s=t.auto_tune_seconds)
+        result.key = key
+        if job.autotune_cache:
+            at.write_cache(job.autotune_cache, key, result)
+    set_checkpointing(result.chosen.checkpointing)
+    for line in result.table():
+        job.events.log("auto-tune | " + line)
+    job.events.log(f"auto-tune chose {result.chosen.label}: {result.reason}")
+    write_json_atomic(job.output_dir / "auto_tune.json", result.to_json())
+    return result
+
+
+def forget_tuning(job: TrainJob, tuned: Any) -> None:
+    """A tuned configuration that ran out of memory in training is dropped from the cache, so the next run
+    probes again instead of repeating it."""
+    import json
+
+    from workspace.files import write_json_atomic
+
+    if tuned is None or not tuned.key or not job.autotune_cache:
+        return
+    try:
+        data = json.loads(job.autotune_cache.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if isinstance(data, dict) and data.pop(tuned.key, None) is not None:
+        write_json_atomic(job.autotune_cache, data)
+        job.events.log(f"auto-tune's choice {tuned.chosen.label} ran out of memory in training: its cached "
+                       "answer is dropped", "warning")
 
 
 def memory_report(cuda: bool, start_reserved: int) -> dict[str, Any]:
@@ -359,9 +402,14 @@ def memory_report(cuda: bool, start_reserved: int) -> dict[str, Any]:
 def memory_line(m: dict[str, Any]) -> str:
     if m.get("device") == "cpu":
         return f"memory: peak resident set {m['peak_rss_gib']} GiB (CPU)"
-    return (f"memory on {m['device']}: peak reserved {m['peak_reserved_gib']} GiB of {m['gpu_total_gib']} GiB "
+    line = (f"memory on {m['device']}: peak reserved {m['peak_reserved_gib']} GiB of {m['gpu_total_gib']} GiB "
             f"({m['peak_share_pct']}%); the model took {m['model_gib']} GiB, training {m['training_gib']} GiB "
             f"({m['training_share_pct']}%)")
+    if m.get("cap_gib"):
+        line += f"; capped at {m['cap_gib']:g} GiB"
+    if m.get("auto_tune"):
+        line += f"; auto-tuned to {m['batches']}, checkpointing {m['checkpointing']}"
+    return line
 
 
 def last_checkpoint(checkpoints: Path) -> Path | None:
@@ -381,16 +429,28 @@ def batch_layout(trainer: Any) -> str:
 
 
 def train_and_save(trainer: Any, job: TrainJob, callback: Any, cuda: bool, micro_batch: int,
-                   grad_accum: int) -> BackendResult:
+                   grad_accum: int, checkpointing: str = "", tuned: Any = None) -> BackendResult:
     tokenizer = trainer.processing_class
-    job.events.log(f"batches: {micro_batch} x {grad_accum} (micro-batch x accumulation), {batch_layout(trainer)}")
+    gc = f", gradient checkpointing {checkpointing}" if checkpointing else ""
+    job.events.log(f"batches: {micro_batch} x {grad_accum} (micro-batch x accumulation), {batch_layout(trainer)}{gc}")
     resume = last_checkpoint(job.output_dir / "checkpoints")
     if resume is not None:
         job.events.log(f"resuming from {resume.name}")
     t0 = time.monotonic()
-    output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    try:
+        output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    except Exception as e:
+        if tuned is not None and e.__class__.__name__ == "OutOfMemoryError":
+            forget_tuning(job, tuned)
+        raise
     seconds = time.monotonic() - t0
     memory = memory_report(cuda, callback.start_reserved)
+    if tuned is not None:
+        memory["batches"] = f"{micro_batch} x {grad_accum}"
+        memory["checkpointing"] = checkpointing
+        memory["auto_tune"] = tuned.reason
+        if job.recipe.train.max_vram_gib:
+            memory["cap_gib"] = job.recipe.train.max_vram_gib
     job.events.log(memory_line(memory))
     adapter_dir = job.output_dir / "adapter"
     with atomic_path(adapter_dir) as tmp:
@@ -408,4 +468,6 @@ def train_and_save(trainer: Any, job: TrainJob, callback: Any, cuda: bool, micro
         micro_batch=micro_batch,
         grad_accum=grad_accum,
         memory=memory,
+        checkpointing=checkpointing,
+        auto_tune=tuned.to_json() if tuned is not None else {},
     )

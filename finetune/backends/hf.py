@@ -11,8 +11,8 @@ from typing import Any
 
 from finetune.backends import BackendResult, TrainJob
 from finetune.backends.common import (
-    choose_micro_batch, compute_dtype, cuda_available, gradient_checkpointing, make_trainer, prepare_tokenizer,
-    token_lengths, train_and_save,
+    checkpointing_mode, compute_dtype, cuda_available, gradient_checkpointing, make_trainer, prepare_tokenizer,
+    token_lengths, train_and_save, tune_batches,
 )
 from workspace.quiet import quiet_libraries
 
@@ -60,29 +60,53 @@ def build_trainer(job: TrainJob, total_steps: int | None = None):  # noqa: ANN20
     prepare_tokenizer(tokenizer, job)
     lengths = token_lengths(tokenizer, job)  # before the model loads: a run that trains nothing stops here
     total = total_steps or t.total_steps(len(job.train_rows))
+    if cuda:
+        from finetune.autotune import apply_cap
+
+        apply_cap(t.max_vram_gib, job.events.log)
     dtype = compute_dtype(job, cuda)
     model = load_model(job, cuda, dtype)
     checkpointing = bool(gradient_checkpointing(job, "hf", cuda))
     micro, accum = t.batch_size, t.grad_accum
-    if t.auto_micro_batch and cuda:
+    tuned = None
+    if t.auto_tune and cuda:
+        # Auto-tune probes the PEFT model itself, so it is made here rather than by the trainer.
         from peft import get_peft_model
 
-        if checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if t.quant.load_in_4bit:
             from peft import prepare_model_for_kbit_training
 
-            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True,
+                                                    gradient_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.enable_input_require_grads()
         model = get_peft_model(model, lora_config(job))
-        micro, accum = choose_micro_batch(model, job, max(lengths), len(tokenizer))
+
+        def switch(mode: str) -> None:
+            if mode == "off":
+                model.gradient_checkpointing_disable()
+            else:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+        tuned = tune_batches(job, model, vocab=len(tokenizer), max_len=max(lengths), backend="hf",
+                             modes=("off", "on"), set_checkpointing=switch,
+                             default_mode=checkpointing_mode(job, "hf", cuda))
+        micro, accum = tuned.chosen.micro, tuned.chosen.accum
+        checkpointing = tuned.chosen.checkpointing != "off"
+        torch.manual_seed(t.seed)
         peft_config = None
     else:
         peft_config = lora_config(job)
-    return make_trainer(job, model, tokenizer, cuda=cuda, dtype=dtype, lengths=lengths, micro_batch=micro,
-                        grad_accum=accum, total_steps=total, hf_checkpointing=checkpointing, peft_config=peft_config)
+    trainer, callback = make_trainer(job, model, tokenizer, cuda=cuda, dtype=dtype, lengths=lengths,
+                                     micro_batch=micro, grad_accum=accum, total_steps=total,
+                                     hf_checkpointing=checkpointing, peft_config=peft_config)
+    trainer.ollatune_tuned = tuned
+    trainer.ollatune_checkpointing = "on" if checkpointing else "off"
+    return trainer, callback
 
 
 def run(job: TrainJob) -> BackendResult:
     trainer, callback = build_trainer(job)
     micro, accum = trainer.ollatune_batch
-    return train_and_save(trainer, job, callback, cuda_available(), micro, accum)
+    return train_and_save(trainer, job, callback, cuda_available(), micro, accum, trainer.ollatune_checkpointing,
+                          trainer.ollatune_tuned)

@@ -1,5 +1,5 @@
 """Unsloth QLoRA on a CUDA GPU: ``FastLanguageModel`` with 4-bit base weights, ``get_peft_model`` with
-Unsloth's offloaded gradient checkpointing, then TRL's SFTTrainer (which Unsloth patches) with the same
+Unsloth's offloaded gradient checkpointing (auto-tune may switch it off or to torch's), then TRL's SFTTrainer (which Unsloth patches) with the same
 prompt/completion rows, completion-only loss, row order and events as the hf backend.
 
 Unsloth patches transformers, PEFT and TRL when it is imported, so it must be imported before them: the
@@ -12,8 +12,8 @@ from typing import Any
 
 from finetune.backends import BackendResult, TrainJob
 from finetune.backends.common import (
-    choose_micro_batch, compute_dtype, gradient_checkpointing, make_trainer, prepare_tokenizer, token_lengths,
-    train_and_save,
+    checkpointing_mode, compute_dtype, gradient_checkpointing, make_trainer, prepare_tokenizer, token_lengths,
+    train_and_save, tune_batches,
 )
 
 
@@ -55,10 +55,29 @@ def load_model(job: TrainJob, dtype: Any) -> tuple[Any, Any]:
     return model, tokenizer
 
 
+def checkpointing_switch(model: Any, seq_len: int, dtype: Any):  # noqa: ANN201
+    """A function that switches the loaded PEFT model between no checkpointing, torch's and Unsloth's
+    offloaded one, the way ``get_peft_model`` and ``for_training`` set it (below 512 tokens Unsloth itself
+    uses torch's checkpointing for "unsloth")."""
+    from unsloth import FastLanguageModel
+    from unsloth.models._utils import apply_unsloth_gradient_checkpointing
+
+    def switch(mode: str) -> None:
+        value = apply_unsloth_gradient_checkpointing({"off": False, "on": True, "unsloth": "unsloth"}[mode],
+                                                     seq_len, dtype)
+        FastLanguageModel.for_training(model, use_gradient_checkpointing=value)
+        model._unsloth_gradient_checkpointing = value  # what Unsloth's trainer keeps at train()
+
+    return switch
+
+
 def build_trainer(job: TrainJob):  # noqa: ANN201
     import torch
 
+    from finetune.autotune import apply_cap
+
     t = job.recipe.train
+    apply_cap(t.max_vram_gib, job.events.log)
     torch.manual_seed(t.seed)
     dtype = compute_dtype(job, True)
     model, tokenizer = load_model(job, dtype)
@@ -67,13 +86,26 @@ def build_trainer(job: TrainJob):  # noqa: ANN201
     lengths = token_lengths(tokenizer, job)
     total = t.total_steps(len(job.train_rows))
     micro, accum = t.batch_size, t.grad_accum
-    if t.auto_micro_batch:
-        micro, accum = choose_micro_batch(model, job, max(lengths), len(tokenizer))
-    return make_trainer(job, model, tokenizer, cuda=True, dtype=dtype, lengths=lengths, micro_batch=micro,
-                        grad_accum=accum, total_steps=total, hf_checkpointing=False)
+    mode = checkpointing_mode(job, "unsloth", True)
+    tuned = None
+    if t.auto_tune:
+        longest = max(lengths)
+        # Unsloth's offloaded checkpointing is torch's below 512 tokens: no need to probe both there.
+        modes = ("off", "on", "unsloth") if job.recipe.data.max_seq_len >= 512 else ("off", "on")
+        tuned = tune_batches(job, model, vocab=len(tokenizer), max_len=longest, backend="unsloth", modes=modes,
+                             set_checkpointing=checkpointing_switch(model, job.recipe.data.max_seq_len, dtype),
+                             default_mode=mode if mode in modes else "on")
+        micro, accum, mode = tuned.chosen.micro, tuned.chosen.accum, tuned.chosen.checkpointing
+        torch.manual_seed(t.seed)  # the probe drew random rows: training starts from the same state as without it
+    trainer, callback = make_trainer(job, model, tokenizer, cuda=True, dtype=dtype, lengths=lengths,
+                                     micro_batch=micro, grad_accum=accum, total_steps=total, hf_checkpointing=False)
+    trainer.ollatune_tuned = tuned
+    trainer.ollatune_checkpointing = mode
+    return trainer, callback
 
 
 def run(job: TrainJob) -> BackendResult:
     trainer, callback = build_trainer(job)
     micro, accum = trainer.ollatune_batch
-    return train_and_save(trainer, job, callback, True, micro, accum)
+    return train_and_save(trainer, job, callback, True, micro, accum, trainer.ollatune_checkpointing,
+                          trainer.ollatune_tuned)
