@@ -55,11 +55,13 @@ class Trial:
     step_s: float | None = None  # seconds per optimizer step (micro-step time x accumulation)
     tokens_per_s: float | None = None
     note: str = ""
+    probe_s: float | None = None  # wall time the probe of this candidate took
 
     def row(self) -> dict[str, Any]:
         return {"micro_batch": self.candidate.micro, "grad_accum": self.candidate.accum,
                 "checkpointing": self.candidate.checkpointing, "status": self.status, "peak_gib": self.peak_gib,
-                "step_s": self.step_s, "tokens_per_s": self.tokens_per_s, "note": self.note}
+                "step_s": self.step_s, "tokens_per_s": self.tokens_per_s, "note": self.note,
+                "probe_s": self.probe_s}
 
 
 @dataclass
@@ -83,7 +85,7 @@ class TuneResult:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "TuneResult":
         trials = [Trial(Candidate(r["micro_batch"], r["grad_accum"], r["checkpointing"]), r["status"],
-                        r.get("peak_gib"), r.get("step_s"), r.get("tokens_per_s"), r.get("note", ""))
+                        r.get("peak_gib"), r.get("step_s"), r.get("tokens_per_s"), r.get("note", ""), r.get("probe_s"))
                   for r in d.get("trials", [])]
         return cls(Candidate(**d["chosen"]), d["reason"], trials, d.get("limit_gib", 0.0), d.get("probe_seconds", 0.0),
                    True, d.get("key", ""), Candidate(**d["default"]) if d.get("default") else None,
@@ -169,9 +171,11 @@ def tune(prober: Prober, *, effective: int, modes: tuple[str, ...] | list[str], 
                 return f"predicted {predicted / GIB:.1f} GiB"
         return None
 
-    # Largest micro-batches first inside a mode would waste out-of-memory probes on a small card; probe
-    # each mode upwards instead, so every fit predicts the next step.
-    order = sorted(cands, key=lambda c: (MODE_RANK.get(c.checkpointing, 9), c.micro))
+    # The recipe's own configuration first: the fallback and the baseline of the speed-up, timed even when
+    # the budget runs out. Then each mode upwards (largest micro-batches first would waste out-of-memory
+    # probes on a small card), so every fit predicts the next step.
+    order = [default] + sorted((c for c in cands if c != default),
+                               key=lambda c: (MODE_RANK.get(c.checkpointing, 9), c.micro))
     for c in order:
         if clock() - t0 > budget_s:
             trials[c] = Trial(c, "untimed", note=f"probe budget of {budget_s:.0f} s spent")
@@ -180,21 +184,23 @@ def tune(prober: Prober, *, effective: int, modes: tuple[str, ...] | list[str], 
         if why:
             trials[c] = Trial(c, "skipped", note=why)
             continue
+        started = clock()
         try:
             peak, micro_s = prober.measure(c, seq_len)
         except OutOfMemory as e:
             no_fit[c.checkpointing] = min(no_fit.get(c.checkpointing, c.micro), c.micro)
-            trials[c] = Trial(c, "oom", note=str(e)[:80] or "out of memory")
+            trials[c] = Trial(c, "oom", note=str(e)[:80] or "out of memory", probe_s=round(clock() - started, 2))
             log(f"auto-tune: {c.label}: out of memory")
             continue
         step_s = micro_s * c.accum
         tps = effective * seq_len / step_s if step_s > 0 else None
         if peak > limit:
             no_fit[c.checkpointing] = min(no_fit.get(c.checkpointing, c.micro), c.micro)
-            trials[c] = Trial(c, "over", peak / GIB, step_s, tps, note=f"over the {limit / GIB:.1f} GiB limit")
+            trials[c] = Trial(c, "over", peak / GIB, step_s, tps, note=f"over the {limit / GIB:.1f} GiB limit",
+                              probe_s=round(clock() - started, 2))
         else:
             fitted.setdefault(c.checkpointing, []).append((c.micro, peak))
-            trials[c] = Trial(c, "fits", peak / GIB, step_s, tps)
+            trials[c] = Trial(c, "fits", peak / GIB, step_s, tps, probe_s=round(clock() - started, 2))
         log(f"auto-tune: {c.label}: peak {peak / GIB:.1f} GiB, {step_s:.3f} s/step"
             + ("" if peak <= limit else " - over the limit"))
     for t in trials.values():

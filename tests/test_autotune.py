@@ -215,3 +215,19 @@ def test_every_split_of_a_step_trains_the_same_rows():
     # and each step's rows are of similar length (bucketed), not a random mix
     spread = sum(max(lengths[i] for i in s) - min(lengths[i] for i in s) for s in steps) / len(steps)
     assert spread < 0.5 * (max(lengths) - min(lengths))
+
+
+def test_the_recipes_configuration_is_timed_first_even_when_the_budget_runs_out():
+    now = [0.0]
+
+    class SlowProber(FakeProber):
+        def measure(self, c, seq_len):  # noqa: ANN001, ANN201
+            now[0] += 10.0
+            return super().measure(c, seq_len)
+
+    prober = SlowProber()
+    r = at.tune(prober, effective=8, modes=("off", "on", "unsloth"), seq_len=2048, default=DEFAULT, budget_s=15,
+                clock=lambda: now[0])
+    assert prober.calls[0] == DEFAULT
+    assert next(t for t in r.trials if t.candidate == DEFAULT).status == "fits" and r.speedup_vs_default is not None
+    assert all(t.probe_s == 10.0 for t in r.trials if t.status == "fits")
