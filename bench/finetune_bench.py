@@ -12,10 +12,14 @@ seven projections, adamw_8bit, bf16, lr 2e-4, batch 2 x gradient accumulation 4.
              of uneven length. Effective (non-padding) tokens/s of ollatune (Unsloth, padding-free batches of
              length-bucketed rows) against the baseline with padded batches.
 
+Parts: 1 and 2 as above (2 with the earlier automatic micro-batch, now auto-tune); 3: ollatune's own 2 x 4
+with Unsloth's checkpointing (auto-tune off) against auto-tune, free and with train.max_vram_gib=24, on the
+synthetic rows; 4: the Korean sample, the padded baseline against ollatune 2 x 4 and auto-tune.
+
 Each measurement is a process of its own; tokens/s is taken over the steps after the first two (compilation
 and allocator warm-up). Peak VRAM is the process's peak reserved memory (torch.cuda.max_memory_reserved).
 
-  python bench/finetune_bench.py all --out results.json [--tokenizer DIR] [--steps 12] [--part 1|2]
+  python bench/finetune_bench.py all --out results.json [--tokenizer DIR] [--steps 12] [--part 1|2|3|4]
 """
 
 from __future__ import annotations

@@ -257,6 +257,40 @@ def test_lineage_of_an_evaluated_run(workspace):
     assert lin.failed is None
 
 
+def test_lineage_shows_the_batches_and_what_auto_tune_tried(workspace):
+    """run.json as the finetune stage writes it after an auto-tuned run: the lineage pane names the batches,
+    the reason and one line per candidate, the chosen one marked, within 80 columns."""
+    import json
+
+    from finetune.autotune import Candidate, Trial, TuneResult
+
+    trials = [Trial(Candidate(8, 1, "off"), "fits", 66.8, 1.024, 15997.0),
+              Trial(Candidate(4, 2, "off"), "fits", 36.6, 1.014, 16160.0),
+              Trial(Candidate(2, 4, "unsloth"), "fits", 6.9, 1.524, 10754.0),
+              Trial(Candidate(1, 8, "unsloth"), "untimed", note="probe budget of 60 s spent")]
+    tuned = TuneResult(Candidate(4, 2, "off"), "fastest of 3 that fit under 128.6 GiB; 1.50x the recipe's 2 x 4",
+                       trials, 128.6, 54.6, key="k", default=Candidate(2, 4, "unsloth"), speedup_vs_default=1.503)
+    run_json = workspace.runs_dir / RUN_ID / "finetune" / "run.json"
+    run_json.parent.mkdir(parents=True, exist_ok=True)
+    run_json.write_text(json.dumps({"backend": "unsloth", "trained": {"steps": 4, "micro_batch": 4, "grad_accum": 2,
+                                                                      "checkpointing": "off"},
+                                    "auto_tune": tuned.to_json()}))
+    lin = load_lineage(workspace, RUN_ID)
+    assert lin.batches == "4 x 2, checkpointing off"
+    assert lin.auto_tune[0].startswith("fastest of 3") and len(lin.auto_tune) == 5
+    assert [line.startswith(">") for line in lin.auto_tune[1:]] == [False, True, False, False]
+    from rich.console import Console
+
+    console = Console(width=80, record=True, file=io.StringIO())
+    console.print(lineage_renderable(lin))
+    text = console.export_text()
+    assert "4 x 2, checkpointing off" in text and "16,160 tok/s" in text and "untimed" in text
+    assert all(len(line) <= 80 for line in text.splitlines())
+    # a run trained before auto-tune existed (no "trained" record) shows neither row
+    run_json.write_text(json.dumps({"backend": "hf"}))
+    assert load_lineage(workspace, RUN_ID).batches is None
+
+
 def test_lineage_of_a_run_known_only_by_its_folder(workspace):
     lin = load_lineage(workspace, "crashed-run")
     assert (lin.status, lin.steps, lin.final_loss, lin.in_store) == ("failed", 1, 3.2, False)

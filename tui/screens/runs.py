@@ -99,6 +99,10 @@ def lineage_renderable(lin: Lineage) -> RenderableType:
     if lin.final_loss is not None:
         training += f" · final loss {lin.final_loss:.4f}"
     grid.add_row("training", Text(training))
+    if lin.batches:
+        grid.add_row("batches", Text(lin.batches))
+    if lin.auto_tune:
+        grid.add_row("auto-tune", Text("\n".join(lin.auto_tune), overflow="ellipsis", no_wrap=True))
     took = human_duration(lin.duration_s)
     if lin.train_s is not None and lin.duration_s is not None and abs(lin.train_s - lin.duration_s) >= 1:
         took += f" (training {human_duration(lin.train_s)})"

@@ -245,6 +245,8 @@ class Lineage:
     models: list[ModelInfo] = field(default_factory=list)
     evals: list[EvalInfo] = field(default_factory=list)
     in_store: bool = False
+    batches: str | None = None  # "4 x 2, checkpointing off" as trained (from finetune/run.json)
+    auto_tune: list[str] = field(default_factory=list)  # why auto-tune chose it, then one line per candidate
 
     @property
     def trained(self) -> bool:
@@ -300,9 +302,38 @@ def load_lineage(settings: Settings, run_id: str) -> Lineage:
             lineage.failed = lineage.hint = None  # an earlier attempt failed; a later one finished
     if lineage.recipe is None:
         lineage.recipe = _recipe_name(run_dir)
+    lineage.batches, lineage.auto_tune = trained_batches(run_dir)
     if lineage.train_s is not None and (lineage.duration_s is None or lineage.duration_s < lineage.train_s):
         lineage.duration_s = lineage.train_s  # the log of a re-run that skipped training spans less
     return lineage
+
+
+def trained_batches(run_dir: Path) -> tuple[str | None, list[str]]:
+    """How the run trained (micro-batch x accumulation, checkpointing) and, when auto-tune chose it, its
+    reason and the candidates it tried, compact: from ``finetune/run.json``."""
+    try:
+        info = json.loads((run_dir / "finetune" / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None, []
+    trained = info.get("trained") if isinstance(info, dict) else None
+    if not isinstance(trained, dict) or not trained.get("micro_batch"):
+        return None, []
+    batches = f"{trained['micro_batch']} x {trained.get('grad_accum', 1)}"
+    if trained.get("checkpointing"):
+        batches += f", checkpointing {trained['checkpointing']}"
+    tune = info.get("auto_tune")
+    if not isinstance(tune, dict):
+        return batches, []
+    lines = [("cached: " if tune.get("cached") else "") + str(tune.get("reason", ""))]
+    chosen = tune.get("chosen") or {}
+    for t in tune.get("trials") or []:
+        mine = (t.get("micro_batch"), t.get("grad_accum"), t.get("checkpointing")) == (
+            chosen.get("micro"), chosen.get("accum"), chosen.get("checkpointing"))
+        peak = f"{t['peak_gib']:.1f} GiB" if t.get("peak_gib") is not None else "-"
+        tps = f"{t['tokens_per_s']:,.0f} tok/s" if t.get("tokens_per_s") else "-"
+        lines.append(f"{'>' if mine else ' '} {t.get('micro_batch')} x {t.get('grad_accum')} "
+                     f"{t.get('checkpointing', ''):<7} {peak:>9} {tps:>13}  {t.get('status', '')}")
+    return batches, lines
 
 
 def _recipe_name(run_dir: Path) -> str | None:
