@@ -146,7 +146,8 @@ def tune(prober: Prober, *, effective: int, modes: tuple[str, ...] | list[str], 
     A candidate over the limit, or out of memory, rules out every larger micro-batch of its mode and of the
     modes that keep more activations (they would need more memory still); a probe that fits predicts the
     next larger micro-batch's peak from the memory per row, so one clearly over the limit is skipped without
-    being run. Probing stops at ``budget_s``; the candidates left are listed as not timed."""
+    being run. A candidate that would end past ``budget_s`` (judged by the last probe's time) is not started:
+the candidates left are listed as not timed."""
     t0 = clock()
     limit = prober.limit_bytes()
     cands = candidates(effective, modes)
@@ -176,8 +177,9 @@ def tune(prober: Prober, *, effective: int, modes: tuple[str, ...] | list[str], 
     # probes on a small card), so every fit predicts the next step.
     order = [default] + sorted((c for c in cands if c != default),
                                key=lambda c: (MODE_RANK.get(c.checkpointing, 9), c.micro))
+    last_s = 0.0  # the last probe's time: the next one of a larger micro-batch takes at least that long
     for c in order:
-        if clock() - t0 > budget_s:
+        if c != default and clock() - t0 + last_s > budget_s:
             trials[c] = Trial(c, "untimed", note=f"probe budget of {budget_s:.0f} s spent")
             continue
         why = ruled_out(c)
@@ -188,10 +190,12 @@ def tune(prober: Prober, *, effective: int, modes: tuple[str, ...] | list[str], 
         try:
             peak, micro_s = prober.measure(c, seq_len)
         except OutOfMemory as e:
+            last_s = clock() - started
             no_fit[c.checkpointing] = min(no_fit.get(c.checkpointing, c.micro), c.micro)
             trials[c] = Trial(c, "oom", note=str(e)[:80] or "out of memory", probe_s=round(clock() - started, 2))
             log(f"auto-tune: {c.label}: out of memory")
             continue
+        last_s = clock() - started
         step_s = micro_s * c.accum
         tps = effective * seq_len / step_s if step_s > 0 else None
         if peak > limit:

@@ -103,8 +103,7 @@ class TrainSection(_Section):
     def _renamed(cls, data: Any) -> Any:
         if isinstance(data, dict) and "auto_micro_batch" in data:  # the earlier name of auto_tune
             data = dict(data)
-            old = data.pop("auto_micro_batch")
-            data.setdefault("auto_tune", old)
+            data["auto_tune"] = data.pop("auto_micro_batch")
         return data
 
     @model_validator(mode="after")

@@ -388,3 +388,26 @@ def test_a_bos_prefixed_template_trains_with_one_bos_and_serves_the_same_prompt(
         assert not served.startswith(bos)  # the Go TEMPLATE leaves BOS to the runtime
         served_ids = tok(served, add_special_tokens=False)["input_ids"]
         assert _prompt_part(ex) == [tok.bos_token_id, *served_ids]
+
+
+def test_every_split_of_the_effective_batch_gives_the_same_loss_sequence(trained, smollm2_base, tmp_path):
+    """What auto-tune relies on: 1 x 4, 2 x 2 and 4 x 1 (micro-batch x accumulation) train the same rows in each
+    step and normalise the loss over the whole step, so the loss sequence is the same to float noise (fp32 on
+    CPU), though the micro-batches pad differently."""
+    from finetune.backends.hf import build_trainer
+
+    _settings, _recipe, _ctx, data, _ = trained
+    rows = [json.loads(x) for x in data.train_path.read_text(encoding="utf-8").splitlines()][:24]
+    runs = {}
+    for micro, accum in ((1, 4), (2, 2), (4, 1)):
+        recipe = load_recipe("demo-ko", ["train.max_steps=3", f"train.batch_size={micro}", f"train.grad_accum={accum}",
+                                         "data.max_seq_len=160", "train.lora.r=4", "train.lr=0.01",
+                                         "train.warmup_steps=0", "train.save_steps=100", "train.eval_steps=null"])
+        trainer, cb = build_trainer(TrainJob(recipe, smollm2_base.hf_dir, rows, tmp_path / f"{micro}x{accum}",
+                                             null_events("finetune")))
+        trainer.train()
+        runs[(micro, accum)] = cb.losses
+    first = runs[(1, 4)]
+    assert len(first) == 3 and first[0] != first[-1]  # it trained: the loss moved
+    for split, losses in runs.items():
+        assert losses == pytest.approx(first, rel=2e-4, abs=2e-4), (split, losses, first)
