@@ -50,7 +50,7 @@ class Candidate:
 @dataclass
 class Trial:
     candidate: Candidate
-    status: str  # fits | over | oom | skipped | untimed (budget) | error
+    status: str  # fits | over (the limit) | oom (out of memory) | skipped (known not to fit) | untimed (budget)
     peak_gib: float | None = None
     step_s: float | None = None  # seconds per optimizer step (micro-step time x accumulation)
     tokens_per_s: float | None = None
@@ -92,13 +92,14 @@ class TuneResult:
                    d.get("speedup_vs_default"))
 
     def table(self) -> list[str]:
-        """The probe as lines of text: one per candidate, the chosen one marked."""
-        lines = [f"{'':2}{'micro x accum':>13}  {'checkpointing':<13} {'peak GiB':>8} {'s/step':>7} {'tokens/s':>9}  result"]
+        """The probe as lines of text (under 70 columns, for an 80-column log): one per candidate, the chosen
+        one marked."""
+        lines = [f"{'':2}{'batches':>7}  {'ckpt':<8}{'GiB':>6} {'s/step':>6} {'tok/s':>7}  result"]
         for t in self.trials:
             c = t.candidate
             mark = "->" if c == self.chosen else ""
-            lines.append(f"{mark:2}{f'{c.micro} x {c.accum}':>13}  {c.checkpointing:<13} "
-                         f"{_num(t.peak_gib, 1):>8} {_num(t.step_s, 3):>7} {_num(t.tokens_per_s, 0):>9}  "
+            lines.append(f"{mark:2}{f'{c.micro} x {c.accum}':>7}  {c.checkpointing:<8}{_num(t.peak_gib, 1):>6} "
+                         f"{_num(t.step_s, 3):>6} {_num(t.tokens_per_s, 0):>7}  "
                          f"{t.status}{': ' + t.note if t.note else ''}")
         return lines
 
@@ -162,7 +163,7 @@ the candidates left are listed as not timed."""
     def ruled_out(c: Candidate) -> str | None:
         for mode, m in no_fit.items():
             if MODE_RANK.get(c.checkpointing, 9) <= MODE_RANK.get(mode, 9) and c.micro >= m:
-                return f"{m} x {effective // m} with checkpointing {mode} did not fit"
+                return f"{m} x {effective // m} {mode} failed"
         pts = fitted.get(c.checkpointing, [])
         if len(pts) >= 2:
             (m1, p1), (m2, p2) = sorted(pts)[:2]
@@ -180,7 +181,7 @@ the candidates left are listed as not timed."""
     last_s = 0.0  # the last probe's time: the next one of a larger micro-batch takes at least that long
     for c in order:
         if c != default and clock() - t0 + last_s > budget_s:
-            trials[c] = Trial(c, "untimed", note=f"probe budget of {budget_s:.0f} s spent")
+            trials[c] = Trial(c, "untimed", note=f"the {budget_s:.0f} s budget was spent")
             continue
         why = ruled_out(c)
         if why:
@@ -189,10 +190,10 @@ the candidates left are listed as not timed."""
         started = clock()
         try:
             peak, micro_s = prober.measure(c, seq_len)
-        except OutOfMemory as e:
+        except OutOfMemory:
             last_s = clock() - started
             no_fit[c.checkpointing] = min(no_fit.get(c.checkpointing, c.micro), c.micro)
-            trials[c] = Trial(c, "oom", note=str(e)[:80] or "out of memory", probe_s=round(clock() - started, 2))
+            trials[c] = Trial(c, "oom", probe_s=round(clock() - started, 2))
             log(f"auto-tune: {c.label}: out of memory")
             continue
         last_s = clock() - started
@@ -200,7 +201,7 @@ the candidates left are listed as not timed."""
         tps = effective * seq_len / step_s if step_s > 0 else None
         if peak > limit:
             no_fit[c.checkpointing] = min(no_fit.get(c.checkpointing, c.micro), c.micro)
-            trials[c] = Trial(c, "over", peak / GIB, step_s, tps, note=f"over the {limit / GIB:.1f} GiB limit",
+            trials[c] = Trial(c, "over", peak / GIB, step_s, tps, note=f"limit {limit / GIB:.1f} GiB",
                               probe_s=round(clock() - started, 2))
         else:
             fitted.setdefault(c.checkpointing, []).append((c.micro, peak))
