@@ -128,14 +128,16 @@ def candidates(effective: int, modes: tuple[str, ...] | list[str], max_micro: in
 
 def cache_key(*, gpu: str, gpu_total_bytes: int, model: str, seq_len: int, lora: dict[str, Any],
               quant: dict[str, Any], effective_batch: int, backend: str, cap_gib: float | None,
-              modes: tuple[str, ...] | list[str], versions: dict[str, str] | None = None) -> str:
+              modes: tuple[str, ...] | list[str], versions: dict[str, str] | None = None,
+              extra: dict[str, Any] | None = None) -> str:
     """A digest of everything the answer depends on: the GPU, the model, the sequence length, the LoRA shape,
-    the quantization, the effective batch, the backend, the memory cap and the modes probed."""
+    the quantization, the effective batch, the backend, the memory cap, the modes probed, the library versions
+    and ``extra`` (batch layout, probe budget)."""
     lora_shape = {k: lora.get(k) for k in ("r", "target_modules", "dropout", "use_rslora")}
     lora_shape["target_modules"] = sorted(lora_shape.get("target_modules") or [])
     payload = {"gpu": gpu, "gpu_total": int(gpu_total_bytes), "model": model, "seq_len": int(seq_len),
                "lora": lora_shape, "quant": quant, "effective_batch": int(effective_batch), "backend": backend,
-               "cap_gib": cap_gib, "modes": list(modes), "versions": versions or {}}
+               "cap_gib": cap_gib, "modes": list(modes), "versions": versions or {}, "extra": extra or {}}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -208,43 +210,50 @@ the candidates left are listed as not timed."""
             trials[c] = Trial(c, "fits", peak / GIB, step_s, tps, probe_s=round(clock() - started, 2))
         log(f"auto-tune: {c.label}: peak {peak / GIB:.1f} GiB, {step_s:.3f} s/step"
             + ("" if peak <= limit else " - over the limit"))
-    for t in trials.values():
-        for attr in ("peak_gib", "step_s"):
-            v = getattr(t, attr)
-            if v is not None:
-                setattr(t, attr, round(v, 3))
-        if t.tokens_per_s is not None:
-            t.tokens_per_s = round(t.tokens_per_s, 1)
     fits = [t for t in trials.values() if t.status == "fits" and t.step_s]
     ordered_trials = [trials[c] for c in cands]
     base = trials.get(default)
     if not fits:
-        return TuneResult(default, "no candidate fitted under the limit: the recipe's configuration is used",
-                          ordered_trials, round(limit / GIB, 2), clock() - t0, default=default)
-    # the fastest; within 2% of it (timing noise) the one that needs the least memory
-    fastest = min(t.step_s for t in fits)
-    best = min((t for t in fits if t.step_s <= fastest * 1.02), key=lambda t: t.peak_gib or 0.0)
-    speedup = round(base.step_s / best.step_s, 3) if base is not None and base.status == "fits" and base.step_s else None
-    reason = f"fastest of {len(fits)} that fit under {limit / GIB:.1f} GiB (least memory within 2%)"
-    if speedup:
-        reason += f"; {speedup:.2f}x the recipe's {default.micro} x {default.accum}, checkpointing {default.checkpointing}"
-    return TuneResult(best.candidate, reason, ordered_trials, round(limit / GIB, 2), clock() - t0, default=default,
-                      speedup_vs_default=speedup)
+        result = TuneResult(default, "no candidate fitted under the limit: the recipe's configuration is used",
+                            ordered_trials, round(limit / GIB, 2), clock() - t0, default=default)
+    else:
+        # the fastest; within 2% of it (timing noise) the one that needs the least memory
+        fastest = min(t.step_s for t in fits)
+        best = min((t for t in fits if t.step_s <= fastest * 1.02), key=lambda t: t.peak_gib or 0.0)
+        speedup = (round(base.step_s / best.step_s, 3)
+                   if base is not None and base.status == "fits" and base.step_s else None)
+        reason = f"fastest of {len(fits)} that fit under {limit / GIB:.1f} GiB (least memory within 2%)"
+        if speedup:
+            reason += (f"; {speedup:.2f}x the recipe's {default.micro} x {default.accum}, "
+                       f"checkpointing {default.checkpointing}")
+        result = TuneResult(best.candidate, reason, ordered_trials, round(limit / GIB, 2), clock() - t0,
+                            default=default, speedup_vs_default=speedup)
+    for t in trials.values():  # rounded for the report only, after the choice
+        t.peak_gib = None if t.peak_gib is None else round(t.peak_gib, 3)
+        t.step_s = None if t.step_s is None else round(t.step_s, 4)
+        t.tokens_per_s = None if t.tokens_per_s is None else round(t.tokens_per_s, 1)
+    return result
 
 
 # ---------------------------------------------------------------- the cache
 
 
 def read_cache(path: Path, key: str) -> TuneResult | None:
+    """The cached answer for ``key``; None when there is none or the file is missing or damaged (that only
+    costs a probe)."""
     try:
-        entry = json.loads(path.read_text(encoding="utf-8")).get(key)
-        return TuneResult.from_json(entry) if entry else None
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # a missing or damaged cache only costs a probe
+        data = json.loads(path.read_text(encoding="utf-8"))
+        entry = data.get(key) if isinstance(data, dict) else None
+        return TuneResult.from_json(entry) if isinstance(entry, dict) else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
-def write_cache(path: Path, key: str, result: TuneResult) -> None:
-    from workspace.files import write_json_atomic
+def _update_cache(path: Path, change: Callable[[dict[str, Any]], None]) -> str | None:
+    """Read, change and write the cache file under a temporary name of this process's own (two runs sharing
+    one workspace never write the same temporary), replaced in one rename. Returns why it failed, or None."""
+    import os
+    import tempfile
 
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -252,13 +261,45 @@ def write_cache(path: Path, key: str, result: TuneResult) -> None:
             data = {}
     except (OSError, ValueError):
         data = {}
+    change(data)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(data, f, indent=1)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as e:
+        return f"{path}: {e.strerror or e}"
+    return None
+
+
+def write_cache(path: Path, key: str, result: TuneResult) -> str | None:
     entry = result.to_json()
     entry["key"] = key
     entry["cached"] = False
     entry["when"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    data[key] = entry
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, data)
+    return _update_cache(path, lambda data: data.__setitem__(key, entry))
+
+
+def drop_cache(path: Path, key: str) -> bool:
+    """Forget ``key``'s answer; True when there was one."""
+    found = []
+    _update_cache(path, lambda data: found.append(data.pop(key, None) is not None))
+    return bool(found and found[0])
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """torch's out-of-memory error, and the allocation failures that come as other errors (cuBLAS workspace,
+    pinned host memory for offloaded activations)."""
+    if e.__class__.__name__ == "OutOfMemoryError":
+        return True
+    text = str(e)
+    return isinstance(e, RuntimeError) and any(m in text for m in (
+        "out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "CUDA error: out of memory"))
 
 
 # ---------------------------------------------------------------- the real prober
@@ -275,10 +316,12 @@ class TorchProber:
     ``seq_len`` tokens (one untimed, then timed until at least 0.3 s), the peak reserved memory, and the time
     per micro-step after a device sync. ``set_checkpointing(mode)`` switches the model's checkpointing."""
 
-    def __init__(self, model: Any, vocab: int, set_checkpointing: Callable[[str], None], cap_gib: float | None) -> None:
+    def __init__(self, model: Any, vocab: int, set_checkpointing: Callable[[str], None], cap_gib: float | None,
+                 autocast: Any = None) -> None:
         import torch
 
         self.torch = torch
+        self.autocast = autocast  # the trainer's mixed-precision dtype, for a model whose kernels do not cast
         self.model = model
         self.vocab = vocab
         self.set_checkpointing = set_checkpointing
@@ -292,9 +335,14 @@ class TorchProber:
         return room - headroom_bytes(room)
 
     def _step(self, micro: int, seq_len: int) -> None:
+        import contextlib
+
         torch = self.torch
         ids = torch.randint(0, self.vocab, (micro, seq_len), device="cuda")
-        out = self.model(input_ids=ids, labels=ids)
+        cast = (torch.autocast("cuda", dtype=self.autocast) if self.autocast is not None
+                else contextlib.nullcontext())
+        with cast:
+            out = self.model(input_ids=ids, labels=ids)
         out.loss.backward()
         del out, ids
 
@@ -313,6 +361,7 @@ class TorchProber:
         self.model.train()
         self._clear()
         torch.cuda.reset_peak_memory_stats()
+        failed = None
         try:
             if not self.warmed:  # kernels compile and autotune on the first pass: not part of any timing
                 self._step(1, min(seq_len, 256))
@@ -320,19 +369,23 @@ class TorchProber:
             self._step(candidate.micro, seq_len)
             torch.cuda.synchronize()
             reps, t0 = 0, time.perf_counter()
-            while True:
+            # at least 0.3 s of steps (at most 20): one step of a small model is too short to time alone
+            while reps < 20 and (reps == 0 or time.perf_counter() - t0 < 0.3):
                 self._step(candidate.micro, seq_len)
                 torch.cuda.synchronize()
                 reps += 1
-                if time.perf_counter() - t0 >= 0.3 or reps >= 3:
-                    break
             seconds = (time.perf_counter() - t0) / reps
             peak = torch.cuda.max_memory_reserved()
-        except torch.OutOfMemoryError as e:
-            raise OutOfMemory(str(e).split("\n")[0][:120]) from None
-        finally:
-            self._clear()
-            torch.cuda.reset_peak_memory_stats()  # the memory report measures training, not the probe
+        except (torch.OutOfMemoryError, RuntimeError) as e:
+            if not is_out_of_memory(e):
+                raise
+            failed = str(e).split("\n")[0][:120]
+        # Out of the except block: the error (and the activations its traceback holds) is gone before the
+        # memory is given back.
+        self._clear()
+        torch.cuda.reset_peak_memory_stats()  # the memory report measures training, not the probe
+        if failed is not None:
+            raise OutOfMemory(failed)
         return peak, seconds
 
 

@@ -137,9 +137,11 @@ def test_a_fit_predicts_the_next_micro_batch_and_skips_one_far_over_the_limit():
     prober = FakeProber(cap_gib=24)
     r = at.tune(prober, effective=8, modes=("off",), seq_len=2048, default=Candidate(1, 8, "off"))
     status = {t.candidate.micro: (t.status, t.note) for t in r.trials}
-    assert status[1][0] == "fits" and status[2][0] in ("fits", "over", "oom")
-    # 8 x 1 off would need 65.5 GiB: never run
-    assert Candidate(8, 1, "off") not in prober.calls and status[8][0] == "skipped"
+    # 1 x 8 (13.0 GiB) and 2 x 4 (20.5 GiB) fit under 22.1 GiB; they predict 35.5 GiB for 4 x 2 and 65.5 GiB for
+    # 8 x 1, both far over: neither is run
+    assert status[1][0] == "fits" and status[2][0] == "fits"
+    assert status[4] == ("skipped", "predicted 35.5 GiB") and status[8] == ("skipped", "predicted 65.5 GiB")
+    assert Candidate(4, 2, "off") not in prober.calls and Candidate(8, 1, "off") not in prober.calls
 
 
 def test_nothing_fits_falls_back_to_the_recipe():
@@ -169,7 +171,7 @@ def test_the_time_budget_stops_the_probe():
 def test_the_cache_round_trip_and_a_damaged_cache(tmp_path):
     path = tmp_path / "cache" / "autotune.json"
     r = at.tune(FakeProber(cap_gib=24), effective=8, modes=("off", "on"), seq_len=1024, default=Candidate(2, 4, "on"))
-    at.write_cache(path, "k1", r)
+    assert at.write_cache(path, "k1", r) is None
     back = at.read_cache(path, "k1")
     assert back is not None and back.cached and back.chosen == r.chosen and back.reason == r.reason
     assert [t.row() for t in back.trials] == [t.row() for t in r.trials]
@@ -232,3 +234,56 @@ def test_the_recipes_configuration_is_timed_first_even_when_the_budget_runs_out(
     assert prober.calls[0] == DEFAULT
     assert next(t for t in r.trials if t.candidate == DEFAULT).status == "fits" and r.speedup_vs_default is not None
     assert all(t.probe_s == 10.0 for t in r.trials if t.status == "fits")
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", '{"k1": [1]}', '{"k1": {"chosen": 3}}', '"x"', ""])
+def test_a_cache_of_the_wrong_shape_only_costs_a_probe(tmp_path, text):
+    path = tmp_path / "autotune.json"
+    path.write_text(text)
+    assert at.read_cache(path, "k1") is None
+    r = at.tune(FakeProber(), effective=2, modes=("off",), seq_len=512, default=Candidate(1, 2, "off"))
+    assert at.write_cache(path, "k1", r) is None and at.read_cache(path, "k1").chosen == r.chosen
+    assert at.drop_cache(path, "k1") and at.read_cache(path, "k1") is None and not at.drop_cache(path, "k1")
+    assert [p.name for p in tmp_path.iterdir()] == ["autotune.json"]  # no temporary left behind
+
+
+def test_an_unwritable_cache_is_reported_not_fatal(tmp_path):
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the folder should be")
+    r = at.tune(FakeProber(), effective=2, modes=("off",), seq_len=512, default=Candidate(1, 2, "off"))
+    problem = at.write_cache(blocker / "autotune.json", "k", r)
+    assert problem and "autotune.json" in problem
+
+
+def test_the_choice_uses_unrounded_times():
+    """Two candidates 7% apart whose times round to the same milliseconds: the faster one is chosen, and a
+    step under half a millisecond still counts as fitting."""
+    times = {Candidate(2, 1, "off"): 0.0124 / 1, Candidate(1, 2, "off"): 0.0116 / 2}
+
+    class Fast(FakeProber):
+        def measure(self, c, seq_len):  # noqa: ANN001, ANN201
+            return int(6 * GIB), times[c]
+
+    r = at.tune(Fast(), effective=2, modes=("off",), seq_len=512, default=Candidate(2, 1, "off"))
+    assert r.chosen == Candidate(1, 2, "off")
+    times = {Candidate(2, 1, "off"): 0.0004, Candidate(1, 2, "off"): 0.0003}
+    r = at.tune(Fast(), effective=2, modes=("off",), seq_len=512, default=Candidate(2, 1, "off"))
+    assert all(t.status == "fits" for t in r.trials) and r.chosen == Candidate(2, 1, "off")
+
+
+def test_a_default_beyond_the_candidates_is_probed_first():
+    prober = FakeProber()
+    default = Candidate(128, 1, "unsloth")  # micro-batches stop at 64
+    r = at.tune(prober, effective=128, modes=("off", "on", "unsloth"), seq_len=128, default=default)
+    assert prober.calls[0] == default and default in [t.candidate for t in r.trials]
+    assert all(t.candidate.micro * t.candidate.accum == 128 for t in r.trials)
+
+
+def test_out_of_memory_is_recognised_in_its_other_forms():
+    import torch
+
+    assert at.is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"))
+    assert at.is_out_of_memory(RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling cublasCreate"))
+    assert at.is_out_of_memory(RuntimeError("CUDA error: out of memory"))
+    assert not at.is_out_of_memory(RuntimeError("CUDA error: an illegal memory access was encountered"))
+    assert not at.is_out_of_memory(ValueError("out of memory"))

@@ -319,8 +319,16 @@ def _tune_versions() -> dict[str, str]:
     return out
 
 
+def probe_length(job: TrainJob, lengths: list[int]) -> int:
+    """Tokens a row of the probe has: the longest training row, or the whole window when rows are packed
+    (a packed row fills data.max_seq_len)."""
+    if job.recipe.train.packing:
+        return job.recipe.data.max_seq_len
+    return max(lengths)
+
+
 def tune_batches(job: TrainJob, model: Any, *, vocab: int, max_len: int, backend: str, modes: tuple[str, ...],
-                 set_checkpointing: Any, default_mode: str) -> Any:
+                 set_checkpointing: Any, default_mode: str, autocast: Any = None) -> Any:
     """Auto-tune (``finetune.autotune``) on the loaded model, or its cached answer: switches the model to the
     chosen checkpointing mode, logs the table of what was tried, writes ``<run>/finetune/auto_tune.json`` and
     returns the TuneResult."""
@@ -336,21 +344,26 @@ def tune_batches(job: TrainJob, model: Any, *, vocab: int, max_len: int, backend
     key = at.cache_key(gpu=props.name, gpu_total_bytes=props.total_memory, model=job.model_id or str(job.base_dir),
                        seq_len=max_len, lora=t.lora.model_dump(), quant=t.quant.model_dump(),
                        effective_batch=effective, backend=backend, cap_gib=t.max_vram_gib, modes=modes,
-                       versions=_tune_versions())
+                       versions=_tune_versions(),
+                       extra={"packing": t.packing, "padding_free": t.padding_free, "budget_s": t.auto_tune_seconds})
     result = at.read_cache(job.autotune_cache, key) if job.autotune_cache else None
     if result is not None:
         job.events.log(f"auto-tune: the answer probed before for this GPU, model, length {max_len}, LoRA shape and "
-                       f"quantization (cache {job.autotune_cache}, key {key})")
+                       f"quantization (cache {job.autotune_cache}, key {key}; delete the file to probe again)")
     else:
         n = len(at.candidates(effective, modes))
         job.events.log(f"auto-tune: probing up to {n} configurations of {effective} rows a step at {max_len} tokens a "
                        f"row, checkpointing {'/'.join(modes)} (at most {t.auto_tune_seconds:g} s)")
-        prober = at.TorchProber(model, vocab, set_checkpointing, t.max_vram_gib)
+        prober = at.TorchProber(model, vocab, set_checkpointing, t.max_vram_gib, autocast=autocast)
         result = at.tune(prober, effective=effective, modes=modes, seq_len=max_len, default=default,
                          budget_s=t.auto_tune_seconds)
         result.key = key
-        if job.autotune_cache:
-            at.write_cache(job.autotune_cache, key, result)
+        # nothing fitting is most likely another process holding the memory now: not worth remembering
+        if job.autotune_cache and any(tr.status == "fits" for tr in result.trials):
+            problem = at.write_cache(job.autotune_cache, key, result)
+            if problem:
+                job.events.log(f"auto-tune: the cache was not written ({problem}); the next run probes again",
+                               "warning")
     set_checkpointing(result.chosen.checkpointing)
     for line in result.table():
         job.events.log("auto-tune | " + line)
@@ -362,18 +375,12 @@ def tune_batches(job: TrainJob, model: Any, *, vocab: int, max_len: int, backend
 def forget_tuning(job: TrainJob, tuned: Any) -> None:
     """A tuned configuration that ran out of memory in training is dropped from the cache, so the next run
     probes again instead of repeating it."""
-    import json
-
-    from workspace.files import write_json_atomic
+    from finetune.autotune import drop_cache
 
     if tuned is None or not tuned.key or not job.autotune_cache:
         return
-    try:
-        data = json.loads(job.autotune_cache.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return
-    if isinstance(data, dict) and data.pop(tuned.key, None) is not None:
-        write_json_atomic(job.autotune_cache, data)
+
+    if drop_cache(job.autotune_cache, tuned.key):
         job.events.log(f"auto-tune's choice {tuned.chosen.label} ran out of memory in training: its cached "
                        "answer is dropped", "warning")
 
@@ -440,7 +447,9 @@ def train_and_save(trainer: Any, job: TrainJob, callback: Any, cuda: bool, micro
     try:
         output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     except Exception as e:
-        if tuned is not None and e.__class__.__name__ == "OutOfMemoryError":
+        from finetune.autotune import is_out_of_memory
+
+        if tuned is not None and is_out_of_memory(e):
             forget_tuning(job, tuned)
         raise
     seconds = time.monotonic() - t0

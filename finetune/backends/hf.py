@@ -12,7 +12,7 @@ from typing import Any
 from finetune.backends import BackendResult, TrainJob
 from finetune.backends.common import (
     checkpointing_mode, compute_dtype, cuda_available, gradient_checkpointing, make_trainer, prepare_tokenizer,
-    token_lengths, train_and_save, tune_batches,
+    probe_length, token_lengths, train_and_save, tune_batches,
 )
 from workspace.quiet import quiet_libraries
 
@@ -70,27 +70,30 @@ def build_trainer(job: TrainJob, total_steps: int | None = None):  # noqa: ANN20
     micro, accum = t.batch_size, t.grad_accum
     tuned = None
     if t.auto_tune and cuda:
-        # Auto-tune probes the PEFT model itself, so it is made here rather than by the trainer.
+        # Auto-tune probes the PEFT model itself, so it is made here rather than by the trainer, and made as
+        # TRL makes it from a peft_config: no prepare_model_for_kbit_training (it would upcast the embeddings
+        # and norms to fp32), input gradients only under checkpointing, and on a 4-bit base the trained LoRA
+        # weights in bf16 (what SFTTrainer does to a quantized model's adapter; done here so the probe
+        # measures them as they train).
         from peft import get_peft_model
 
-        if t.quant.load_in_4bit:
-            from peft import prepare_model_for_kbit_training
-
-            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True,
-                                                    gradient_checkpointing_kwargs={"use_reentrant": False})
-        else:
-            model.enable_input_require_grads()
         model = get_peft_model(model, lora_config(job))
+        if t.quant.load_in_4bit:
+            for _name, param in model.named_parameters():
+                if param.requires_grad:
+                    param.data = param.data.to(torch.bfloat16)
 
         def switch(mode: str) -> None:
             if mode == "off":
                 model.gradient_checkpointing_disable()
+                model.disable_input_require_grads()
             else:
                 model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+                model.enable_input_require_grads()
 
-        tuned = tune_batches(job, model, vocab=len(tokenizer), max_len=max(lengths), backend="hf",
+        tuned = tune_batches(job, model, vocab=len(tokenizer), max_len=probe_length(job, lengths), backend="hf",
                              modes=("off", "on"), set_checkpointing=switch,
-                             default_mode=checkpointing_mode(job, "hf", cuda))
+                             default_mode=checkpointing_mode(job, "hf", cuda), autocast=dtype)
         micro, accum = tuned.chosen.micro, tuned.chosen.accum
         checkpointing = tuned.chosen.checkpointing != "off"
         torch.manual_seed(t.seed)

@@ -12,8 +12,8 @@ from typing import Any
 
 from finetune.backends import BackendResult, TrainJob
 from finetune.backends.common import (
-    checkpointing_mode, compute_dtype, gradient_checkpointing, make_trainer, prepare_tokenizer, token_lengths,
-    train_and_save, tune_batches,
+    checkpointing_mode, compute_dtype, gradient_checkpointing, make_trainer, prepare_tokenizer, probe_length,
+    token_lengths, train_and_save, tune_batches,
 )
 
 
@@ -47,7 +47,9 @@ def load_model(job: TrainJob, dtype: Any) -> tuple[Any, Any]:
         lora_dropout=lo.dropout,
         target_modules=lo.target_modules,
         bias="none",
-        use_gradient_checkpointing=gradient_checkpointing(job, "unsloth", True),
+        # With auto-tune the model is always made with Unsloth's checkpointing (the switch below then turns it
+        # off or to torch's): the mode the switch was measured from.
+        use_gradient_checkpointing="unsloth" if t.auto_tune else gradient_checkpointing(job, "unsloth", True),
         random_state=t.seed,
         use_rslora=lo.use_rslora,
         **peft_kwargs,
@@ -89,7 +91,7 @@ def build_trainer(job: TrainJob):  # noqa: ANN201
     mode = checkpointing_mode(job, "unsloth", True)
     tuned = None
     if t.auto_tune:
-        longest = max(lengths)
+        longest = probe_length(job, lengths)
         # Unsloth's offloaded checkpointing is torch's below 512 tokens: no need to probe both there.
         modes = ("off", "on", "unsloth") if job.recipe.data.max_seq_len >= 512 else ("off", "on")
         tuned = tune_batches(job, model, vocab=len(tokenizer), max_len=longest, backend="unsloth", modes=modes,
