@@ -86,7 +86,10 @@ def build_trainer(job: TrainJob, total_steps: int | None = None):  # noqa: ANN20
         def switch(mode: str) -> None:
             if mode == "off":
                 model.gradient_checkpointing_disable()
-                model.disable_input_require_grads()
+                try:
+                    model.disable_input_require_grads()
+                except AttributeError:  # never enabled (older transformers keep one hook attribute)
+                    pass
             else:
                 model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
                 model.enable_input_require_grads()
