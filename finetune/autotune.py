@@ -142,8 +142,7 @@ def cache_key(*, gpu: str, gpu_total_bytes: int, model: str, seq_len: int, lora:
 
 
 def tune(prober: Prober, *, effective: int, modes: tuple[str, ...] | list[str], seq_len: int, default: Candidate,
-         budget_s: float = 60.0, log: Callable[[str], None] = lambda m: None,
-         clock: Callable[[], float] = time.monotonic) -> TuneResult:
+         budget_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> TuneResult:
     """Probe the candidates and choose the fastest that fits.
 
     A candidate over the limit, or out of memory, rules out every larger micro-batch of its mode and of the
@@ -195,8 +194,7 @@ the candidates left are listed as not timed."""
         except OutOfMemory:
             last_s = clock() - started
             no_fit[c.checkpointing] = min(no_fit.get(c.checkpointing, c.micro), c.micro)
-            trials[c] = Trial(c, "oom", probe_s=round(clock() - started, 2))
-            log(f"auto-tune: {c.label}: out of memory")
+            trials[c] = Trial(c, "oom", probe_s=round(last_s, 2))
             continue
         last_s = clock() - started
         step_s = micro_s * c.accum
@@ -204,12 +202,10 @@ the candidates left are listed as not timed."""
         if peak > limit:
             no_fit[c.checkpointing] = min(no_fit.get(c.checkpointing, c.micro), c.micro)
             trials[c] = Trial(c, "over", peak / GIB, step_s, tps, note=f"limit {limit / GIB:.1f} GiB",
-                              probe_s=round(clock() - started, 2))
+                              probe_s=round(last_s, 2))
         else:
             fitted.setdefault(c.checkpointing, []).append((c.micro, peak))
-            trials[c] = Trial(c, "fits", peak / GIB, step_s, tps, probe_s=round(clock() - started, 2))
-        log(f"auto-tune: {c.label}: peak {peak / GIB:.1f} GiB, {step_s:.3f} s/step"
-            + ("" if peak <= limit else " - over the limit"))
+            trials[c] = Trial(c, "fits", peak / GIB, step_s, tps, probe_s=round(last_s, 2))
     fits = [t for t in trials.values() if t.status == "fits" and t.step_s]
     ordered_trials = [trials[c] for c in cands]
     base = trials.get(default)

@@ -39,16 +39,10 @@ class TrainResult(BaseModel):
 
 
 def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
+    from finetune.backends.common import package_versions
 
-    out = {}
-    for name in ("ollatune", "torch", "transformers", "peft", "trl", "datasets", "accelerate", "bitsandbytes",
-                 "unsloth", "unsloth_zoo"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    return out
+    return package_versions(("ollatune", "torch", "transformers", "peft", "trl", "datasets", "accelerate",
+                             "bitsandbytes", "unsloth", "unsloth_zoo"))
 
 
 def preflight(recipe: Recipe) -> None:

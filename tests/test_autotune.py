@@ -45,6 +45,18 @@ class FakeProber:
 DEFAULT = Candidate(2, 4, "unsloth")
 
 
+class SlowProber(FakeProber):
+    """Each probe takes 10 s of the clock ``now`` (a one-element list the test reads as its clock)."""
+
+    def __init__(self, now: list[float], **kw) -> None:  # noqa: ANN003
+        super().__init__(**kw)
+        self.now = now
+
+    def measure(self, c, seq_len):  # noqa: ANN001, ANN201
+        self.now[0] += 10.0
+        return super().measure(c, seq_len)
+
+
 @pytest.mark.parametrize("effective", [1, 6, 8, 12, 96, 128])
 def test_candidates_keep_the_effective_batch(effective):
     cands = at.candidates(effective, ("unsloth", "off", "on"))
@@ -153,13 +165,7 @@ def test_nothing_fits_falls_back_to_the_recipe():
 
 def test_the_time_budget_stops_the_probe():
     now = [0.0]
-
-    class SlowProber(FakeProber):
-        def measure(self, c, seq_len):  # noqa: ANN001, ANN201
-            now[0] += 10.0
-            return super().measure(c, seq_len)
-
-    r = at.tune(SlowProber(), effective=8, modes=("off", "on", "unsloth"), seq_len=2048, default=DEFAULT,
+    r = at.tune(SlowProber(now), effective=8, modes=("off", "on", "unsloth"), seq_len=2048, default=DEFAULT,
                 budget_s=25, clock=lambda: now[0])
     timed = [t for t in r.trials if t.status == "fits"]
     untimed = [t for t in r.trials if t.status == "untimed"]
@@ -222,13 +228,7 @@ def test_every_split_of_a_step_trains_the_same_rows():
 
 def test_the_recipes_configuration_is_timed_first_even_when_the_budget_runs_out():
     now = [0.0]
-
-    class SlowProber(FakeProber):
-        def measure(self, c, seq_len):  # noqa: ANN001, ANN201
-            now[0] += 10.0
-            return super().measure(c, seq_len)
-
-    prober = SlowProber()
+    prober = SlowProber(now)
     r = at.tune(prober, effective=8, modes=("off", "on", "unsloth"), seq_len=2048, default=DEFAULT, budget_s=15,
                 clock=lambda: now[0])
     assert prober.calls[0] == DEFAULT

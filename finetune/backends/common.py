@@ -307,11 +307,12 @@ def checkpointing_mode(job: TrainJob, backend: str, cuda: bool) -> str:
     return "off" if gc is False else ("unsloth" if gc == "unsloth" else "on")
 
 
-def _tune_versions() -> dict[str, str]:
+def package_versions(names: tuple[str, ...]) -> dict[str, str]:
+    """Installed versions of ``names`` (those not installed are left out)."""
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for name in ("torch", "transformers", "peft", "bitsandbytes", "unsloth"):
+    for name in names:
         try:
             out[name] = version(name)
         except PackageNotFoundError:
@@ -344,7 +345,7 @@ def tune_batches(job: TrainJob, model: Any, *, vocab: int, max_len: int, backend
     key = at.cache_key(gpu=props.name, gpu_total_bytes=props.total_memory, model=job.model_id or str(job.base_dir),
                        seq_len=max_len, lora=t.lora.model_dump(), quant=t.quant.model_dump(),
                        effective_batch=effective, backend=backend, cap_gib=t.max_vram_gib, modes=modes,
-                       versions=_tune_versions(),
+                       versions=package_versions(("torch", "transformers", "peft", "bitsandbytes", "unsloth")),
                        extra={"packing": t.packing, "padding_free": t.padding_free, "budget_s": t.auto_tune_seconds})
     result = at.read_cache(job.autotune_cache, key) if job.autotune_cache else None
     if result is not None:

@@ -1,6 +1,7 @@
 """Unsloth QLoRA on a CUDA GPU: ``FastLanguageModel`` with 4-bit base weights, ``get_peft_model`` with
-Unsloth's offloaded gradient checkpointing (auto-tune may switch it off or to torch's), then TRL's SFTTrainer (which Unsloth patches) with the same
-prompt/completion rows, completion-only loss, row order and events as the hf backend.
+Unsloth's offloaded gradient checkpointing (auto-tune may switch it off or to torch's), then TRL's
+SFTTrainer (which Unsloth patches) with the same prompt/completion rows, completion-only loss, row order
+and events as the hf backend.
 
 Unsloth patches transformers, PEFT and TRL when it is imported, so it must be imported before them: the
 training worker (``finetune.worker``) imports it first thing; nothing else in the project imports it.
